@@ -1,0 +1,1 @@
+"""mLUKE pretraining: config, model, masking/batching, DeepSpeed trainer, export, evaluation."""
