@@ -1,0 +1,324 @@
+"""Typed experiment configuration: YAML file + dotted ``key.path=value`` overrides -> ``ExperimentConfig``.
+
+One dataclass per concern (data, model, train, deepspeed, wandb). Loading is strict: an unknown key, a
+value of the wrong type or out of range raises ``InputError`` with one line naming the file and the key,
+so a bad config fails before any process group starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from data_prep.errors import InputError
+
+
+@dataclass
+class DataConfig:
+    shards: str = ""  # directory written by `python -m data_prep shards` (required)
+    seed: int = 0  # sample order, masking and dropout are pure functions of this seed and the step
+    languages: list[str] | None = None  # subset of the manifest's languages; None = all
+    alpha: float = 0.7  # language sampling p ∝ size^alpha
+    mlm_probability: float = 0.15
+    mep_probability: float = 0.15
+    mask_ratio: float = 0.8  # of the masked words: replaced by <mask>
+    random_ratio: float = 0.1  # replaced by a random piece (the rest are kept)
+    whole_word_masking: bool = True  # mask all pieces of a word (spm "▁" starts a word)
+    entity_vocab: str | None = None  # optional: must be the vocab the shards were built with (sha256)
+
+
+@dataclass
+class ModelConfig:
+    init_from: str | None = None  # local HF XLM-R directory; None = random model with the dims below
+    entity_emb_size: int = 256
+    # Dimensions of a randomly initialised model (used only when init_from is None: tests, debugging).
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 514
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class TrainConfig:
+    stage: int = 2  # 1: only entity parameters train; 2: all parameters
+    init_checkpoint: str | None = None  # stage 2: stage-1 output dir (latest tag) or OUT/checkpoints/<tag>
+    max_steps: int = 1000  # length of the LR schedule and of the run
+    stop_at_step: int | None = None  # stop (and checkpoint) early without changing the schedule
+    global_batch_size: int = 32  # samples per optimiser step over all ranks
+    micro_batch_size: int = 4  # samples per forward/backward on one rank
+    lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-6
+    save_every: int = 1000
+    log_every: int = 10
+    keep_last: int | None = None  # delete older checkpoints, keeping this many; None keeps all
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: int = 2
+    precision: str = "bf16"  # fp32 | bf16 | fp16
+    offload_optimizer: bool = False  # ZeRO-Offload optimizer states to CPU (stage >= 1)
+    offload_param: bool = False  # ZeRO-3 only: parameters to CPU
+    timeout_s: int = 1800  # process-group timeout: a dead rank fails the run instead of hanging it
+    initial_scale_power: int = 16  # fp16 dynamic loss scaling starts at 2**this
+    loss_scale_window: int = 1000
+    universal_checkpoint: bool = False  # load a checkpoint converted with deepspeed.checkpoint.ds_to_universal
+    overlap_comm: bool = True
+    reduce_bucket_size: int = 50_000_000
+    allgather_bucket_size: int = 50_000_000
+
+
+@dataclass
+class WandbConfig:
+    project: str = "mluke"
+    mode: str = "offline"  # online | offline | disabled (WANDB_MODE in the environment wins)
+    entity: str | None = None
+    name: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExperimentConfig:
+    output_dir: str = ""  # required
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+REQUIRED = ("output_dir", "data.shards")
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "train.stage": (1, 2),
+    "deepspeed.zero_stage": (0, 1, 2, 3),
+    "deepspeed.precision": ("fp32", "bf16", "fp16"),
+    "wandb.mode": ("online", "offline", "disabled"),
+}
+POSITIVE = (
+    "train.max_steps",
+    "train.global_batch_size",
+    "train.micro_batch_size",
+    "train.save_every",
+    "train.log_every",
+    "model.entity_emb_size",
+    "deepspeed.timeout_s",
+)
+
+
+# --------------------------------------------------------------------------------------------- typing
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is Literal:
+        return " | ".join(map(str, typing.get_args(tp)))
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str, where: str, from_string: bool) -> Any:
+    """Check ``value`` against ``tp`` (converting an override's string); raise one line on mismatch."""
+
+    def bad() -> InputError:
+        return InputError(f"{where}: {key} must be {_type_name(tp)}, got {value!r}")
+
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if type(None) in args and (value is None or (from_string and str(value).lower() in ("null", "none", "~"))):
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, key, where, from_string)
+            except InputError:
+                pass
+        raise bad()
+    if origin is list:
+        if from_string and isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise bad()
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, key, where, from_string) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if from_string and str(value).lower() in ("true", "false", "yes", "no", "1", "0"):
+            return str(value).lower() in ("true", "yes", "1")
+        raise bad()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_string:
+            try:
+                return int(str(value).replace("_", ""))
+            except ValueError:
+                pass
+        raise bad()
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise bad()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if from_string or isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad()
+    raise bad()
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str, where: str, from_string: set[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in hints:
+            raise InputError(f"{where}: unknown key {dotted!r} (known in {prefix or 'top level'}: {', '.join(names)})")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                raise InputError(f"{where}: {dotted} must be a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}")
+            kwargs[key] = _build(tp, value, dotted + ".", where, from_string)
+        else:
+            kwargs[key] = _convert(value, tp, dotted, where, dotted in from_string)
+    return cls(**kwargs)
+
+
+def _get(cfg: ExperimentConfig, dotted: str) -> Any:
+    obj: Any = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _validate(cfg: ExperimentConfig, where: str) -> None:
+    for key in REQUIRED:
+        if not _get(cfg, key):
+            raise InputError(f"{where}: missing required key {key!r}")
+    for key, choices in CHOICES.items():
+        if _get(cfg, key) not in choices:
+            raise InputError(f"{where}: {key} must be one of {', '.join(map(str, choices))}, got {_get(cfg, key)!r}")
+    for key in POSITIVE:
+        if _get(cfg, key) <= 0:
+            raise InputError(f"{where}: {key} must be > 0, got {_get(cfg, key)!r}")
+    t = cfg.train
+    if t.global_batch_size % t.micro_batch_size:
+        raise InputError(
+            f"{where}: train.global_batch_size ({t.global_batch_size}) must be a multiple of "
+            f"train.micro_batch_size ({t.micro_batch_size})"
+        )
+    if t.warmup_steps < 0 or t.warmup_steps > t.max_steps:
+        raise InputError(f"{where}: train.warmup_steps must be in [0, train.max_steps], got {t.warmup_steps}")
+    if t.stop_at_step is not None and not 0 < t.stop_at_step <= t.max_steps:
+        raise InputError(f"{where}: train.stop_at_step must be in [1, train.max_steps], got {t.stop_at_step}")
+    if t.grad_clip <= 0:
+        raise InputError(f"{where}: train.grad_clip must be > 0 (clipping is always explicit), got {t.grad_clip}")
+    if cfg.deepspeed.offload_param and cfg.deepspeed.zero_stage != 3:
+        raise InputError(f"{where}: deepspeed.offload_param needs deepspeed.zero_stage 3")
+    if cfg.deepspeed.offload_optimizer and cfg.deepspeed.zero_stage == 0:
+        raise InputError(f"{where}: deepspeed.offload_optimizer needs deepspeed.zero_stage >= 1")
+    d = cfg.data
+    if not 0 < d.mlm_probability < 1 or not 0 < d.mep_probability < 1:
+        raise InputError(f"{where}: data.mlm_probability and data.mep_probability must be in (0, 1)")
+    if d.mask_ratio < 0 or d.random_ratio < 0 or d.mask_ratio + d.random_ratio > 1:
+        raise InputError(f"{where}: data.mask_ratio + data.random_ratio must be within [0, 1]")
+
+
+def parse_overrides(overrides: list[str], where: str = "override") -> dict[str, Any]:
+    """``["train.lr=1e-4", ...]`` -> nested dict of strings (typed later, against the dataclasses)."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise InputError(f"{where}: {item!r} is not of the form key.path=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = nested
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise InputError(f"{where}: {key!r} goes below a non-mapping key")
+            node = child
+        node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _flat_keys(d: dict[str, Any], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for k, v in d.items():
+        keys |= _flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}"}
+    return keys
+
+
+def from_dict(data: dict[str, Any], where: str = "config", string_keys: set[str] | None = None) -> ExperimentConfig:
+    """Build and validate a config from a plain dict (``string_keys``: values to convert from text)."""
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: the top level must be a mapping")
+    cfg = _build(ExperimentConfig, data, "", where, string_keys or set())
+    _validate(cfg, where)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML config (or nothing) and apply dotted overrides; raise ``InputError`` on any problem."""
+    data: dict[str, Any] = {}
+    where = str(path) if path else "config"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise InputError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: the top level must be a mapping")
+    over = parse_overrides(overrides or [])
+    return from_dict(_merge(data, over), where, _flat_keys(over))
+
+
+def to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
