@@ -1,0 +1,644 @@
+"""The mLUKE model: XLM-RoBERTa words + entity embeddings in one encoder, MLM and masked-entity heads.
+
+One readable file in the nanoGPT spirit. It knows nothing of DeepSpeed or data parallelism: the trainer
+wraps it from outside. What it is, in short:
+
+- Word embeddings are XLM-R's (word + position + token type, LayerNorm for the post-LN backbones).
+  Position ids follow fairseq/XLM-R: token i of a sequence that starts with ``<s>`` gets position
+  ``i + pad_token_id + 1``; padding gets ``pad_token_id``.
+- Entity embeddings: ``nn.Embedding(V_e, entity_emb_size)`` projected to the hidden size by a bias-free
+  linear layer; plus the MEAN of the (entity-side) position embeddings of the mention's tokens, plus an
+  entity token-type embedding, then LayerNorm. ``entity_position_ids`` are token indices into
+  ``input_ids`` (``<s>`` is index 0) padded with -1, exactly what transformers' ``LukeEntityEmbeddings``
+  consumes.
+- Words and entities are concatenated into ONE sequence and go through plain transformer layers with
+  ``torch.nn.functional.scaled_dot_product_attention`` (no entity-aware query matrices: mLUKE does not
+  use them). A key-padding mask built from ``attention_mask`` and ``entity_attention_mask`` hides pads.
+- Heads: an MLM head tied to the word embeddings and an entity-prediction head tied to the entity
+  embeddings (decoding in the ``entity_emb_size`` space, as transformers does). During training they
+  run ONLY on masked positions: at XLM-R-base shape the 250k-word decoder over every position costs
+  more than the whole encoder, and the 15% that carry a label are all the loss needs.
+
+Parameter names are those of ``transformers.LukeForMaskedLM`` (``luke.embeddings.*``,
+``luke.entity_embeddings.*``, ``luke.encoder.layer.N.*``, ``lm_head.*``, ``entity_predictions.*``) so
+that exporting is a copy of the state dict. Two differences an exporter must know:
+  * transformers' ``LukeModel`` has a pooler (``luke.pooler.dense.*``) that pretraining never uses; it
+    is not part of this model (an unused parameter only costs memory and upsets ZeRO).
+  * here ``lm_head.decoder.weight`` IS ``luke.embeddings.word_embeddings.weight`` (one tensor; the
+    state dict lists it under both names). transformers 5 keeps the two separate (its LukeForMaskedLM
+    does not tie them), so an export must write both keys, which ``state_dict()`` already does.
+
+Pre-LN (XLM-R XL) backbone, ``pre_layer_norm=True``: ``LukeForMaskedLM`` cannot represent it, so its
+names follow ``XLMRobertaXLForMaskedLM`` with ``roberta.`` replaced by ``luke.``:
+  ``luke.embeddings.{word,position,token_type}_embeddings`` (no embedding LayerNorm),
+  ``luke.encoder.layer.N.attention.self_attn_layer_norm`` (LN before attention),
+  ``luke.encoder.layer.N.attention.self.{query,key,value}``, ``luke.encoder.layer.N.attention.output.dense``,
+  ``luke.encoder.layer.N.LayerNorm`` (LN before the feed-forward block),
+  ``luke.encoder.layer.N.{intermediate,output}.dense`` and ``luke.encoder.LayerNorm`` (final LN).
+The entity embeddings keep their LayerNorm in both layouts: their table starts random and the LN puts
+it on the same scale as the words from step 0.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from data_prep.errors import InputError
+
+IGNORE_INDEX = -100  # label value of positions that are not masked (PyTorch's cross-entropy default)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Config
+
+
+@dataclass
+class MLukeConfig:
+    """Architecture of an mLUKE model. Defaults are XLM-R base with mLUKE's entity side."""
+
+    vocab_size: int = 250002
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    max_position_embeddings: int = 514
+    type_vocab_size: int = 1
+    layer_norm_eps: float = 1e-5
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    pad_token_id: int = 1
+    bos_token_id: int = 0
+    eos_token_id: int = 2
+    entity_vocab_size: int = 500000
+    entity_emb_size: int = 256
+    pre_layer_norm: bool = False  # True for the XLM-R XL backbone
+    gradient_checkpointing: bool = False
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
+            )
+        if self.hidden_act not in _ACTIVATIONS:
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {sorted(_ACTIVATIONS)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_luke_config(self):
+        """The ``transformers.LukeConfig`` of the same architecture (for export to LukeForMaskedLM)."""
+        from transformers import LukeConfig
+
+        if self.pre_layer_norm:
+            raise ValueError(
+                "a pre-LayerNorm (XLM-R XL) backbone cannot be expressed as transformers' LukeForMaskedLM"
+            )
+        return LukeConfig(
+            vocab_size=self.vocab_size,
+            entity_vocab_size=self.entity_vocab_size,
+            hidden_size=self.hidden_size,
+            entity_emb_size=self.entity_emb_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            intermediate_size=self.intermediate_size,
+            hidden_act=self.hidden_act,
+            hidden_dropout_prob=self.hidden_dropout_prob,
+            attention_probs_dropout_prob=self.attention_probs_dropout_prob,
+            max_position_embeddings=self.max_position_embeddings,
+            type_vocab_size=self.type_vocab_size,
+            initializer_range=self.initializer_range,
+            layer_norm_eps=self.layer_norm_eps,
+            use_entity_aware_attention=False,  # mLUKE pretrains with plain self-attention
+            pad_token_id=self.pad_token_id,
+            bos_token_id=self.bos_token_id,
+            eos_token_id=self.eos_token_id,
+        )
+
+    @classmethod
+    def from_xlmr(
+        cls, path: str | Path, entity_vocab_size: int, entity_emb_size: int = 256, **overrides
+    ) -> MLukeConfig:
+        """Config for a local Hugging Face XLM-R directory (its ``config.json``) plus an entity side.
+
+        ``model_type`` "xlm-roberta" (or "roberta") gives the post-LN layout, "xlm-roberta-xl" the pre-LN
+        one. ``overrides`` set any other field (e.g. ``gradient_checkpointing=True``).
+        """
+        config_file = Path(path) / "config.json"
+        if not config_file.is_file():
+            raise InputError(
+                f"{config_file}: not found (model.init_from must be a Hugging Face XLM-R directory)"
+            )
+        try:
+            hf = json.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise InputError(f"{config_file}: not valid JSON ({e})") from None
+        model_type = hf.get("model_type")
+        if model_type not in ("xlm-roberta", "roberta", "xlm-roberta-xl"):
+            raise InputError(
+                f"{config_file}: model_type {model_type!r} is not an XLM-R backbone "
+                "(expected 'xlm-roberta' or 'xlm-roberta-xl')"
+            )
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: hf[k] for k in names if k in hf and k not in ("gradient_checkpointing",)}
+        kwargs.update(
+            entity_vocab_size=entity_vocab_size,
+            entity_emb_size=entity_emb_size,
+            pre_layer_norm=model_type == "xlm-roberta-xl",
+        )
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+
+_ACTIVATIONS = {
+    "gelu": F.gelu,  # exact (erf) GELU, as BERT/XLM-R and transformers' "gelu"
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Embeddings
+
+
+def xlmr_position_ids(input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    """fairseq/XLM-R position ids: the k-th non-pad token gets pad_token_id + k (k from 1), pads get pad."""
+    not_pad = input_ids.ne(pad_token_id).long()
+    return torch.cumsum(not_pad, dim=1) * not_pad + pad_token_id
+
+
+class WordEmbeddings(nn.Module):
+    """``luke.embeddings``: XLM-R word + position + token-type embeddings (LayerNorm only for post-LN)."""
+
+    def __init__(self, cfg: MLukeConfig):
+        super().__init__()
+        self.pad_token_id = cfg.pad_token_id
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.position_embeddings = nn.Embedding(
+            cfg.max_position_embeddings, cfg.hidden_size, padding_idx=cfg.pad_token_id
+        )
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        # XLM-R XL normalises inside each pre-LN layer instead, so its embeddings have no LayerNorm.
+        self.LayerNorm = None if cfg.pre_layer_norm else nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        position_ids = xlmr_position_ids(input_ids, self.pad_token_id)
+        token_type_ids = torch.zeros_like(input_ids)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
+        x = x + self.token_type_embeddings(token_type_ids)
+        if self.LayerNorm is not None:
+            x = self.LayerNorm(x)
+        return self.dropout(x)
+
+
+class EntityEmbeddings(nn.Module):
+    """``luke.entity_embeddings``: entity table (+ projection) + mean mention position + type, LayerNorm."""
+
+    def __init__(self, cfg: MLukeConfig):
+        super().__init__()
+        self.entity_embeddings = nn.Embedding(cfg.entity_vocab_size, cfg.entity_emb_size, padding_idx=0)
+        # mLUKE keeps the (huge) entity table small (256-d) and projects it up to the hidden size.
+        self.entity_embedding_dense = (
+            nn.Linear(cfg.entity_emb_size, cfg.hidden_size, bias=False)
+            if cfg.entity_emb_size != cfg.hidden_size
+            else None
+        )
+        # An EmbeddingBag (mode "sum" with per-sample weights 1/mention_length) computes the mean of the
+        # mention's position embeddings without materialising a [B, E, M, H] tensor (M = 30 at full
+        # size: 30x the activation memory of the entity sequence). Its parameter is also called
+        # ``weight``, so the state-dict key matches transformers' nn.Embedding.
+        self.position_embeddings = nn.EmbeddingBag(cfg.max_position_embeddings, cfg.hidden_size, mode="sum")
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def forward(self, entity_ids: torch.Tensor, entity_position_ids: torch.Tensor) -> torch.Tensor:
+        B, E, M = entity_position_ids.shape
+        x = self.entity_embeddings(entity_ids)
+        if self.entity_embedding_dense is not None:
+            x = self.entity_embedding_dense(x)
+        # Same semantics as transformers' LukeEntityEmbeddings: -1 entries are ignored, the sum of the
+        # remaining position embeddings is divided by their count clamped at 1e-7 (an entity with no
+        # valid position gets a zero position embedding).
+        valid = entity_position_ids.ne(-1)
+        count = valid.sum(dim=-1, keepdim=True).to(x.dtype).clamp(min=1e-7)
+        weights = valid.to(x.dtype) / count
+        pos = self.position_embeddings(
+            entity_position_ids.clamp(min=0).reshape(B * E, M), per_sample_weights=weights.reshape(B * E, M)
+        ).view(B, E, -1)
+        x = x + pos + self.token_type_embeddings(torch.zeros_like(entity_ids))
+        return self.dropout(self.LayerNorm(x))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Transformer layer (post-LN as BERT/XLM-R base/large, or pre-LN as XLM-R XL)
+
+
+class SelfAttention(nn.Module):
+    """``attention.self``: q/k/v projections and SDPA over the joint word+entity sequence."""
+
+    def __init__(self, cfg: MLukeConfig):
+        super().__init__()
+        self.n_head = cfg.num_attention_heads
+        self.dropout_p = cfg.attention_probs_dropout_prob
+        # Separate q/k/v (not one fused matrix) because those are the checkpoint's parameter names.
+        self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, H = x.shape
+        q, k, v = (
+            proj(x).view(B, T, self.n_head, H // self.n_head).transpose(1, 2)
+            for proj in (self.query, self.key, self.value)
+        )
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=key_mask, dropout_p=self.dropout_p if self.training else 0.0
+        )
+        return y.transpose(1, 2).reshape(B, T, H)
+
+
+class AttentionOutput(nn.Module):
+    """``attention.output``: projection back to the residual stream (+ LayerNorm when post-LN)."""
+
+    def __init__(self, cfg: MLukeConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.LayerNorm = None if cfg.pre_layer_norm else nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: MLukeConfig):
+        super().__init__()
+        self.self = SelfAttention(cfg)
+        self.output = AttentionOutput(cfg)
+        # pre-LN only: normalise the input of the attention block (XLM-R XL's name for it).
+        self.self_attn_layer_norm = (
+            nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.pre_layer_norm else None
+        )
+
+
+class Intermediate(nn.Module):
+    def __init__(self, cfg: MLukeConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+
+
+class Output(nn.Module):
+    def __init__(self, cfg: MLukeConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.LayerNorm = None if cfg.pre_layer_norm else nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+
+class Layer(nn.Module):
+    """One transformer layer; the submodule tree only exists to give parameters their checkpoint names."""
+
+    def __init__(self, cfg: MLukeConfig):
+        super().__init__()
+        self.pre_ln = cfg.pre_layer_norm
+        self.act = _ACTIVATIONS[cfg.hidden_act]
+        self.attention = Attention(cfg)
+        self.intermediate = Intermediate(cfg)
+        self.output = Output(cfg)
+        # pre-LN only: normalise the input of the feed-forward block (XLM-R XL's name for it).
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.pre_layer_norm else None
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        att, ao, inter, out = self.attention, self.attention.output, self.intermediate, self.output
+        if self.pre_ln:
+            x = x + ao.dropout(ao.dense(att.self(att.self_attn_layer_norm(x), key_mask)))
+            return x + out.dropout(out.dense(self.act(inter.dense(self.LayerNorm(x)))))
+        x = ao.LayerNorm(x + ao.dropout(ao.dense(att.self(x, key_mask))))
+        return out.LayerNorm(x + out.dropout(out.dense(self.act(inter.dense(x)))))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: MLukeConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.layer = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_hidden_layers))
+        # pre-LN leaves the residual stream un-normalised, so XLM-R XL ends with one more LayerNorm.
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.pre_layer_norm else None
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        for layer in self.layer:
+            if self.cfg.gradient_checkpointing and torch.is_grad_enabled():
+                # Keep only each layer's input; recompute its inside during backward (dropout masks are
+                # replayed because checkpoint restores the RNG state).
+                x = checkpoint(layer, x, key_mask, use_reentrant=False)
+            else:
+                x = layer(x, key_mask)
+        return self.LayerNorm(x) if self.LayerNorm is not None else x
+
+
+class LukeBackbone(nn.Module):
+    """``luke``: the embeddings and the encoder (no pooler: pretraining does not use one)."""
+
+    def __init__(self, cfg: MLukeConfig):
+        super().__init__()
+        self.embeddings = WordEmbeddings(cfg)
+        self.entity_embeddings = EntityEmbeddings(cfg)
+        self.encoder = Encoder(cfg)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Heads
+
+
+class LMHead(nn.Module):
+    """``lm_head``: dense -> gelu -> LayerNorm -> decoder (tied to the word embeddings) + bias."""
+
+    def __init__(self, cfg: MLukeConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.decoder = nn.Linear(cfg.hidden_size, cfg.vocab_size)
+        self.bias = self.decoder.bias  # one tensor under both names, as in transformers
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.layer_norm(F.gelu(self.dense(h))))
+
+
+class EntityPredictionHeadTransform(nn.Module):
+    def __init__(self, cfg: MLukeConfig):
+        super().__init__()
+        self.act = _ACTIVATIONS[cfg.hidden_act]
+        self.dense = nn.Linear(cfg.hidden_size, cfg.entity_emb_size)
+        self.LayerNorm = nn.LayerNorm(cfg.entity_emb_size, eps=cfg.layer_norm_eps)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.act(self.dense(h)))
+
+
+class EntityPredictionHead(nn.Module):
+    """``entity_predictions``: transform to entity_emb_size, decoder tied to the entity table, + bias."""
+
+    def __init__(self, cfg: MLukeConfig):
+        super().__init__()
+        self.transform = EntityPredictionHeadTransform(cfg)
+        self.decoder = nn.Linear(cfg.entity_emb_size, cfg.entity_vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(cfg.entity_vocab_size))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.transform(h)) + self.bias
+
+
+# ----------------------------------------------------------------------------------------------------
+# The model
+
+
+@dataclass
+class MLukeOutput:
+    """Per-objective SUMS over the masked positions of this micro-batch.
+
+    The trainer adds them up over all micro-batches and ranks of an optimiser step and divides the loss
+    sums by the counts, so each objective is normalised by its number of masked positions in the whole
+    step. All six are 0-dim float32 tensors (counts and correct predictions too, so they can be stacked
+    and all-reduced with the sums in one call); the loss sums carry the graph.
+    """
+
+    mlm_loss_sum: torch.Tensor
+    mlm_count: torch.Tensor
+    mlm_correct: torch.Tensor
+    mep_loss_sum: torch.Tensor
+    mep_count: torch.Tensor
+    mep_correct: torch.Tensor
+    mlm_logits: torch.Tensor | None = None  # [B, L, V], only with return_logits=True
+    mep_logits: torch.Tensor | None = None  # [B, E, V_e], only with return_logits=True
+    word_hidden_states: torch.Tensor | None = None  # [B, L, H] final encoder states
+    entity_hidden_states: torch.Tensor | None = None  # [B, E, H] or None without entities
+
+
+def _masked_objective(
+    head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss sum, count, correct) of ``head`` evaluated on the positions whose label is not -100."""
+    if labels is None:
+        zero = hidden.new_zeros((), dtype=torch.float32)
+        return zero, zero, zero
+    selected = labels.ne(IGNORE_INDEX)
+    targets = labels[selected]
+    # Cross-entropy in fp32 even under bf16: a 250k-way softmax loses too much in 8 mantissa bits.
+    logits = head(hidden[selected]).float()
+    loss_sum = F.cross_entropy(logits, targets, reduction="sum")
+    correct = (logits.detach().argmax(dim=-1) == targets).sum().float()
+    return loss_sum, selected.sum().float(), correct
+
+
+class MLukeForMaskedLM(nn.Module):
+    def __init__(self, cfg: MLukeConfig):
+        super().__init__()
+        self.config = cfg
+        self.luke = LukeBackbone(cfg)
+        self.lm_head = LMHead(cfg)
+        self.entity_predictions = EntityPredictionHead(cfg)
+        self.apply(self._init_weights)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Make the decoders share their embedding tables (also after loading or moving the model)."""
+        self.lm_head.decoder.weight = self.luke.embeddings.word_embeddings.weight
+        self.entity_predictions.decoder.weight = self.luke.entity_embeddings.entity_embeddings.weight
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """transformers' BERT-style init: N(0, initializer_range), zero biases and pad rows, LN = identity."""
+        std = self.config.initializer_range
+        if module is self.lm_head.decoder or module is self.entity_predictions.decoder:
+            # Tied to an embedding table (initialised there); only the bias is the decoder's own.
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.Linear):
+            module.weight.normal_(0.0, std)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            module.weight.normal_(0.0, std)
+            if module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+        elif isinstance(module, EntityPredictionHead):
+            module.bias.zero_()
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        self.config.gradient_checkpointing = enabled
+
+    def stage1_trainable_parameters(self) -> list[nn.Parameter]:
+        """The entity-side parameters that stage 1 trains (the word side stays frozen)."""
+        names = set(entity_parameter_names(self))
+        return [p for n, p in self.named_parameters() if n in names]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        entity_ids: torch.Tensor | None = None,
+        entity_attention_mask: torch.Tensor | None = None,
+        entity_position_ids: torch.Tensor | None = None,
+        mlm_labels: torch.Tensor | None = None,
+        mep_labels: torch.Tensor | None = None,
+        return_logits: bool = False,
+    ) -> MLukeOutput:
+        """Run the model.
+
+        input_ids [B, L]: ``<s> ... </s>`` padded with pad_token_id; attention_mask [B, L] (1 = real token).
+        entity_ids [B, E] (pad 0), entity_attention_mask [B, E], entity_position_ids [B, E, M]: token
+        indices into input_ids (``<s>`` = 0) padded with -1. E may be 0 or the entity inputs None.
+        mlm_labels [B, L] / mep_labels [B, E]: target ids at masked positions, -100 elsewhere.
+        """
+        L = input_ids.shape[1]
+        x = self.luke.embeddings(input_ids)
+        key_mask = attention_mask.bool()
+        has_entities = entity_ids is not None and entity_ids.shape[1] > 0
+        if has_entities:
+            if entity_attention_mask is None:
+                entity_attention_mask = torch.ones_like(entity_ids)
+            x = torch.cat([x, self.luke.entity_embeddings(entity_ids, entity_position_ids)], dim=1)
+            key_mask = torch.cat([key_mask, entity_attention_mask.bool()], dim=1)
+        # [B, 1, 1, T]: every query may look at every non-pad key. Query rows of pads are computed and
+        # ignored; no row is fully masked because <s> is always present.
+        h = self.luke.encoder(x, key_mask[:, None, None, :])
+        word_h = h[:, :L]
+        entity_h = h[:, L:] if has_entities else None
+
+        mlm = _masked_objective(self.lm_head, word_h, mlm_labels)
+        if has_entities:
+            mep = _masked_objective(self.entity_predictions, entity_h, mep_labels)
+        else:
+            mep = _masked_objective(self.entity_predictions, word_h, None)
+        out = MLukeOutput(*mlm, *mep, word_hidden_states=word_h, entity_hidden_states=entity_h)
+        if return_logits:
+            out.mlm_logits = self.lm_head(word_h)
+            if has_entities:
+                out.mep_logits = self.entity_predictions(entity_h)
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Parameter groups, initialisation from XLM-R, FLOPs
+
+
+ENTITY_PREFIXES = ("luke.entity_embeddings.", "entity_predictions.")
+
+
+def entity_parameter_names(model: nn.Module) -> list[str]:
+    """Names (as ``named_parameters`` reports them) of the entity-side parameters: stage 1 trains these.
+
+    Entity table, its projection, entity position/type embeddings and LayerNorm, and the entity
+    prediction head (whose decoder is the entity table itself).
+    """
+    return [n for n, _ in model.named_parameters() if n.startswith(ENTITY_PREFIXES)]
+
+
+def _read_checkpoint_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a Hugging Face model directory (safetensors, sharded or not, else pytorch_model.bin)."""
+    single, index = path / "model.safetensors", path / "model.safetensors.index.json"
+    if single.is_file() or index.is_file():
+        from safetensors.torch import load_file
+
+        if single.is_file():
+            files = [single]
+        else:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            files = [path / f for f in sorted(set(weight_map.values()))]
+        tensors: dict[str, torch.Tensor] = {}
+        for f in files:
+            tensors.update(load_file(str(f)))
+        return tensors
+    binary = path / "pytorch_model.bin"
+    if binary.is_file():
+        return torch.load(binary, map_location="cpu", weights_only=True, mmap=True)
+    raise InputError(f"{path}: no model.safetensors[.index.json] or pytorch_model.bin in this directory")
+
+
+@torch.no_grad()
+def init_from_xlmr(
+    model: MLukeForMaskedLM, path: str | Path, copy_entity_positions: bool = True
+) -> list[str]:
+    """Copy embeddings, encoder and MLM head from a local XLM-R (or XLM-R XL) ``*ForMaskedLM`` directory.
+
+    Entity parameters keep their random init, except (``copy_entity_positions``) the entity position
+    table: row i (token index i, ``<s>`` = 0) gets XLM-R's position embedding of that token
+    (row i + pad_token_id + 1), so that at step 0 an entity's position embedding IS the mean of its
+    mention tokens' word position embeddings. Returns the names of the parameters that were loaded.
+    """
+    path = Path(path)
+    tensors = _read_checkpoint_tensors(path)
+    own = model.state_dict(keep_vars=True)
+    loaded: set[str] = set()
+    for key, value in tensors.items():
+        name = "luke." + key[len("roberta.") :] if key.startswith("roberta.") else key
+        if name == "lm_head.decoder.bias":
+            name = "lm_head.bias"
+        if (
+            name == "lm_head.decoder.weight"
+            or name.startswith("luke.pooler.")
+            or name.endswith("position_ids")
+        ):
+            continue  # tied to the word embeddings / unused by pretraining / buffers
+        if name not in own or name.startswith(ENTITY_PREFIXES):
+            raise InputError(f"{path}: unexpected weight {key!r} for an XLM-R masked-LM checkpoint")
+        if tuple(own[name].shape) != tuple(value.shape):
+            raise InputError(
+                f"{path}: weight {key!r} has shape {tuple(value.shape)}, the model expects {tuple(own[name].shape)}"
+            )
+        own[name].copy_(value)
+        loaded.add(name)
+    expected = {n for n, _ in model.named_parameters() if not n.startswith(ENTITY_PREFIXES)}
+    missing = sorted(expected - loaded)
+    if missing:
+        raise InputError(
+            f"{path}: checkpoint lacks {len(missing)} weights the model needs, e.g. {missing[:3]}"
+        )
+    if copy_entity_positions:
+        offset = model.config.pad_token_id + 1
+        word_pos = model.luke.embeddings.position_embeddings.weight
+        model.luke.entity_embeddings.position_embeddings.weight[: word_pos.shape[0] - offset].copy_(
+            word_pos[offset:]
+        )
+    return sorted(loaded)
+
+
+def model_flops_per_token(cfg: MLukeConfig, seq_len: int, n_entities: int, mask_prob: float = 0.15) -> float:
+    """Training FLOPs (forward + backward) per WORD token of a full sequence: the MFU numerator.
+
+    Counts what the model needs, not what an implementation spends: 6 x params x positions for the
+    encoder over seq_len + n_entities positions, 12 x layers x hidden x T^2 for attention scores and
+    values, the entity projection over n_entities, and the two heads over the masked fraction only.
+    Embedding lookups are free. Divide by the number of word tokens processed (pads aside).
+    """
+    H, inter, T = cfg.hidden_size, cfg.intermediate_size, seq_len + n_entities
+    layer_params = 4 * H * H + 2 * H * inter
+    enc = 6 * cfg.num_hidden_layers * layer_params * T + 12 * cfg.num_hidden_layers * H * T * T
+    proj = 6 * cfg.entity_emb_size * H * n_entities if cfg.entity_emb_size != H else 0
+    mlm = 6 * (H * H + H * cfg.vocab_size) * mask_prob * seq_len
+    mep = 6 * (H * cfg.entity_emb_size + cfg.entity_emb_size * cfg.entity_vocab_size) * mask_prob * n_entities
+    return float(enc + proj + mlm + mep) / seq_len
+
+
+__all__ = [
+    "IGNORE_INDEX",
+    "MLukeConfig",
+    "MLukeForMaskedLM",
+    "MLukeOutput",
+    "entity_parameter_names",
+    "init_from_xlmr",
+    "model_flops_per_token",
+    "xlmr_position_ids",
+]
