@@ -1,0 +1,118 @@
+"""Rule-based sentence splitting for the mLUKE languages, with no JVM or ICU dependency.
+
+Sentences only decide where a training sequence may end, so the rules aim at "never split in the
+middle of a sentence" more than at catching every boundary:
+
+- Latin, Cyrillic, Greek (and Arabic/Devanagari text that uses them): ``. ! ? …`` (Greek also ``;``)
+  followed by optional closing quotes/brackets and whitespace. A period does not end a sentence after
+  an abbreviation ("e.g.", "Dr.", "z.B."), a single letter (initials), an ordinal number in languages
+  that write ordinals with a period ("am 3. Oktober"), or when the next word starts in lower case.
+  Decimals ("3.5") never split since no whitespace follows the period.
+- Chinese/Japanese: ``。！？`` (and half-width ``｡``) split with or without following whitespace.
+- Devanagari/Bengali: danda ``।`` and double danda ``॥``.
+- Arabic script: ``؟`` and ``۔`` (and ``.``/``!`` by the first rule; Arabic has no case).
+- Thai has no sentence punctuation; whitespace between two Thai characters separates sentences.
+- A newline always ends a sentence.
+No split ever falls inside a protected span (a link anchor).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Sequence
+
+# Abbreviations after which a period does not end a sentence (case-sensitive, without the final period).
+# Dotted forms like "e.g" / "z.B" / "т.е" are caught by the internal-period rule and need no entry.
+ABBREVIATIONS = frozenset(
+    """
+    Mr Mrs Ms Dr Prof St Mt Ft Jr Sr Sen Rep Gov Gen Col Lt Capt Sgt Rev Hon vs cf No Nr Vol vol Fig fig
+    pp ca approx Inc Ltd Co Corp Jan Feb Mar Apr Jun Jul Aug Sep Sept Oct Nov Dec
+    bzw vgl ggf evtl Str Hl Abs Mme Mlle Ste Av Sra Sres Dra Sig Dott Avv Ing Dhr Mevr Ir Blz np tzn Św ul
+    Sp Sz Ks Tn Bpk Jl Dk
+    им ул пр проф акад Св гг св
+    """.split()
+)
+# Languages that write ordinal numbers with a period ("3. Oktober"), so "3." rarely ends a sentence.
+ORDINAL_PERIOD_LANGS = frozenset("de fi pl tr cs sk sl hr sr bs da no nb nn hu is et lv lt".split())
+
+_CLOSERS = "\"'”’»)]}」』）】〉》›"
+_OPENERS = "\"'“‘«([{「『（【〈《‹¿¡"
+_THAI = "\u0e00-\u0e7f"
+_CL = re.escape(_CLOSERS)
+
+_BOUNDARY = re.compile(
+    rf"""
+    (?P<latin>[.!?…;]+[{_CL}]*)(?=\s)
+  | (?P<cjk>[。！？｡]+[{_CL}]*)
+  | (?P<danda>[।॥]+[{_CL}]*)
+  | (?P<arabic>[؟۔]+[{_CL}]*)
+  | (?P<thai>(?<=[{_THAI}])[ \t\u00a0]+(?=[{_THAI}]))
+  | (?P<newline>\n)
+    """,
+    re.VERBOSE,
+)
+_SPACE = re.compile(r"\s*")
+
+
+def _period_ends_sentence(text: str, dot: int, next_start: int, lang: str) -> bool:
+    """Whether the period at ``text[dot]`` (followed by whitespace) ends a sentence."""
+    word_start = dot
+    while word_start > 0 and not text[word_start - 1].isspace():
+        word_start -= 1
+    word = text[word_start:dot].lstrip(_OPENERS)
+    if word in ABBREVIATIONS or "." in word:
+        return False
+    if len(word) == 1 and word.isalpha():  # initials: "J. R. R. Tolkien", Russian "г."
+        return False
+    if lang in ORDINAL_PERIOD_LANGS and word.isdigit() and len(word) <= 3:
+        return False
+    return True
+
+
+def _next_is_lower(text: str, pos: int) -> bool:
+    while pos < len(text) and text[pos] in _OPENERS:
+        pos += 1
+    return pos < len(text) and text[pos].islower()
+
+
+def split_sentences(text: str, lang: str, protected: Sequence[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+    """Sentence spans ``(start, end)`` of ``text``, whitespace trimmed, in order, none empty.
+
+    ``protected`` are (start, end) character spans (sorted, non-overlapping) that no boundary may cut.
+    """
+    starts = [s for s, _ in protected]
+    cuts: list[tuple[int, int]] = []  # (end of a sentence, start of the next)
+    for m in _BOUNDARY.finditer(text):
+        kind = m.lastgroup
+        end = m.end()
+        if kind in ("thai", "newline"):
+            end = m.start()
+        nxt = _SPACE.match(text, m.end()).end()
+        if nxt >= len(text):
+            continue
+        if kind == "latin":
+            mark = m.group("latin")
+            if ";" in mark and lang != "el":  # the Greek question mark; elsewhere a semicolon
+                continue
+            if _next_is_lower(text, nxt):
+                continue
+            if mark[0] == "." and mark.rstrip(_CLOSERS) == "." and not _period_ends_sentence(text, m.start(), nxt, lang):
+                continue
+        # Spans are sorted and disjoint, so only the last one starting before ``nxt`` can cover the
+        # gap [end, nxt) or straddle ``end`` (when there is no gap).
+        i = bisect.bisect_left(starts, nxt)
+        if i > 0 and protected[i - 1][1] > end:
+            continue
+        cuts.append((end, nxt))
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for end, nxt in [*cuts, (len(text), len(text))]:
+        s = _SPACE.match(text, pos).end()
+        e = end
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if e > s:
+            spans.append((s, e))
+        pos = nxt
+    return spans

@@ -1,0 +1,568 @@
+"""``data_prep shards``: extracted pages + entity vocabulary -> training shards (DESIGN.md step 4).
+
+Per page: links are redirect-resolved and looked up in the entity vocabulary (misses are dropped and
+counted); paragraphs are split into sentences (never inside a link); the text is cut at sentence and
+link boundaries and every piece is encoded on its own, so no token straddles a mention and a mention
+is exactly a run of tokens. A piece that continues a word is encoded without sentencepiece's dummy
+"▁" prefix, so the cuts add no spurious word starts (see ``data_prep.spm``). Sentences of one page are
+packed greedily into sequences of at most ``max_seq_length - 2`` tokens (room for <s> and </s>).
+
+Output: OUT/{lang}/{train,validation} (``datasets.Dataset.save_to_disk``), OUT/manifest.json and copies
+of the spm model and entity vocabulary. Each language is built in a temporary directory and renamed
+into place with a ``build.json`` holding its input hash, so an interrupted run resumes language by
+language.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import json
+import multiprocessing as mp
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.atomic import atomic_path, write_json
+from data_prep.corpus_reader import Corpus, iter_page_batches, open_corpus
+from data_prep.errors import InputError
+from data_prep.redirects import RedirectResolver, read_redirects
+from data_prep.sentences import split_sentences
+from data_prep.spm import XlmrSentencePiece, sha256_file
+from data_prep.vocab_file import EntityVocab, read_entity_vocab, write_entity_vocab
+
+FORMAT_VERSION = 1  # bump when the output of the same input changes: invalidates resumable outputs
+SPLITS = ("train", "validation")
+SPM_COPY = "sentencepiece.bpe.model"
+VOCAB_COPY = "entity_vocab.jsonl"
+LOOP = -1  # link_map value for a title whose redirect chain loops
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    max_seq_length: int = 512
+    max_entity_length: int = 128
+    max_mention_length: int = 30
+    valid_fraction: float = 0.005
+    keep_no_entity: bool = False
+
+    def check(self) -> None:
+        if self.max_seq_length < 3:
+            raise InputError(f"--max-seq-length {self.max_seq_length}: must be at least 3 (<s>, a token, </s>)")
+        if self.max_entity_length < 1 or self.max_mention_length < 1:
+            raise InputError("--max-entity-length and --max-mention-length must be at least 1")
+        if not 0.0 <= self.valid_fraction <= 1.0:
+            raise InputError(f"--valid-fraction {self.valid_fraction}: must be in [0, 1]")
+
+
+@dataclass
+class PackedSequence:
+    word_ids: np.ndarray  # int32, no <s>/</s>
+    entity_ids: list[int]
+    entity_starts: list[int]
+    entity_ends: list[int]  # exclusive
+
+
+@dataclass
+class LanguageSummary:
+    lang: str
+    pages: int
+    splits: dict[str, dict[str, int]]  # split -> {sequences, tokens, entities}
+    dropped: dict[str, int]
+    fingerprint: str
+    input_hash: str
+    skipped: bool = False  # True when an existing output was reused
+
+
+@dataclass
+class ShardSummary:
+    out: Path
+    fingerprint: str
+    languages: dict[str, LanguageSummary] = field(default_factory=dict)
+
+    def line(self) -> str:
+        seqs = sum(s.splits[k]["sequences"] for s in self.languages.values() for k in SPLITS)
+        toks = sum(s.splits[k]["tokens"] for s in self.languages.values() for k in SPLITS)
+        ents = sum(s.splits[k]["entities"] for s in self.languages.values() for k in SPLITS)
+        reused = [lang for lang, s in self.languages.items() if s.skipped]
+        extra = f", reused {','.join(reused)}" if reused else ""
+        return (
+            f"shards: {len(self.languages)} languages, {seqs} sequences, {toks} tokens, {ents} entities"
+            f"{extra} -> {self.out} (fingerprint {self.fingerprint[:12]})"
+        )
+
+
+def is_validation(page_id: int, fraction: float) -> bool:
+    """Stable split: depends on the page id only, never on the vocabulary, order or run."""
+    h = int.from_bytes(hashlib.sha1(str(int(page_id)).encode()).digest()[:8], "big")
+    return h < fraction * 2.0**64
+
+
+# ---------------------------------------------------------------- per-page work (runs in workers)
+@dataclass
+class _Sentence:
+    ids: list[int]  # spm ids (shifted to fairseq later, per page)
+    mentions: list[tuple[int, int, int]]  # (token start, token end, entity id)
+
+
+class PageProcessor:
+    """Turns one page into packed sequences; everything it needs for one language, picklable."""
+
+    def __init__(self, lang: str, source: str, tokenizer: XlmrSentencePiece, link_map: dict[str, int], config: ShardConfig):
+        self.lang = lang
+        self.source = source  # the corpus directory, for error messages
+        self.tok = tokenizer
+        self.link_map = link_map
+        self.config = config
+
+    def _links(self, page: dict, p_index: int, text: str, links: list[dict], counts: collections.Counter):
+        """Valid, vocabulary-mapped links of a paragraph, sorted, non-overlapping: (start, end, entity)."""
+        out = []
+        n = len(text)
+        for link in sorted(links or (), key=lambda x: (x["start"], x["end"])):
+            start, end = link["start"], link["end"]
+            if start is None or end is None or not 0 <= start <= end <= n:
+                raise InputError(
+                    f"{self.source}: page {page['page_id']} ({page.get('title')!r}) paragraph {p_index}: "
+                    f"link span [{start}, {end}) outside the paragraph text (length {n})"
+                )
+            counts["links"] += 1
+            entity = self.link_map.get(link["title"])
+            if entity is None:
+                counts["links_not_in_vocab"] += 1
+            elif entity == LOOP:
+                counts["links_redirect_loop"] += 1
+            elif start == end or not text[start:end].strip():
+                counts["links_empty"] += 1
+            elif out and start < out[-1][1]:
+                counts["links_overlapping"] += 1
+            else:
+                out.append((start, end, entity))
+        return out
+
+    def _sentences(self, page: dict, counts: collections.Counter) -> list[_Sentence]:
+        pieces: list[str] = []
+        word_start: list[bool] = []
+        plan: list[tuple[int, int | None]] = []  # per piece: (sentence index, entity id or None)
+        n_sent = 0
+        for p_index, para in enumerate(page["paragraphs"] or ()):
+            text = para["text"] or ""
+            links = self._links(page, p_index, text, para.get("links"), counts)
+            li = 0  # links and sentences are both in text order, and no link crosses a sentence
+            for s, e in split_sentences(text, self.lang, [(a, b) for a, b, _ in links]):
+                cuts: list[tuple[int, int, int | None]] = []
+                pos = s
+                # a link belongs to the sentence it starts in (it may end in trimmed whitespace after it)
+                while li < len(links) and links[li][0] < e:
+                    a, b, entity = links[li]
+                    li += 1
+                    if a > pos:
+                        cuts.append((pos, a, None))
+                    cuts.append((a, b, entity))
+                    pos = b
+                if pos < e:
+                    cuts.append((pos, e, None))
+                for a, b, entity in cuts:
+                    pieces.append(text[a:b])
+                    # "▁" only where a word starts: text start, after whitespace, or leading whitespace
+                    word_start.append(a == 0 or text[a - 1].isspace() or text[a].isspace())
+                    plan.append((n_sent, entity))
+                n_sent += 1
+        encoded = self.tok.encode_many(pieces, word_start)
+        sentences = [_Sentence([], []) for _ in range(n_sent)]
+        max_mention = self.config.max_mention_length
+        for (si, entity), ids in zip(plan, encoded):
+            sent = sentences[si]
+            if entity is not None:
+                if not ids:
+                    counts["mentions_empty"] += 1
+                elif len(ids) > max_mention:
+                    counts["mentions_too_long"] += 1
+                else:
+                    sent.mentions.append((len(sent.ids), len(sent.ids) + len(ids), entity))
+            sent.ids.extend(ids)
+        counts["sentences"] += n_sent
+        return [s for s in sentences if s.ids]
+
+    def _fit(self, sentences: list[_Sentence], limit: int, counts: collections.Counter) -> Iterator[_Sentence]:
+        """Sentences no longer than ``limit``: overlong ones are cut at token boundaries outside mentions."""
+        for sent in sentences:
+            if len(sent.ids) <= limit:
+                yield sent
+                continue
+            counts["sentences_split"] += 1
+            start = 0
+            mentions = sent.mentions
+            while start < len(sent.ids):
+                cut = min(start + limit, len(sent.ids))
+                if cut < len(sent.ids):
+                    # back off to the last boundary not strictly inside a mention (mentions <= limit long
+                    # usually make one exist); otherwise cut at the limit and lose the straddling mention
+                    c = cut
+                    while c > start and any(ms < c < me for ms, me, _ in mentions):
+                        c -= 1
+                    cut = c if c > start else cut
+                kept = [(ms - start, me - start, ent) for ms, me, ent in mentions if ms >= start and me <= cut]
+                counts["mentions_cut"] += sum(1 for ms, me, _ in mentions if ms < cut < me)
+                yield _Sentence(sent.ids[start:cut], kept)
+                start = cut
+
+    def _pack(self, sentences: Iterator[_Sentence], counts: collections.Counter) -> list[PackedSequence]:
+        limit = self.config.max_seq_length - 2
+        out: list[PackedSequence] = []
+        ids: list[int] = []
+        mentions: list[tuple[int, int, int]] = []
+
+        def flush():
+            if not ids:
+                return
+            kept = mentions
+            if len(kept) > self.config.max_entity_length:
+                counts["entities_over_limit"] += len(kept) - self.config.max_entity_length
+                kept = kept[: self.config.max_entity_length]
+            if not kept and not self.config.keep_no_entity:
+                counts["sequences_without_entities"] += 1
+                counts["tokens_without_entities"] += len(ids)
+                return
+            out.append(
+                PackedSequence(
+                    XlmrSentencePiece.to_fairseq(ids),
+                    [m[2] for m in kept],
+                    [m[0] for m in kept],
+                    [m[1] for m in kept],
+                )
+            )
+
+        for sent in sentences:
+            if ids and len(ids) + len(sent.ids) > limit:
+                flush()
+                ids, mentions = [], []
+            offset = len(ids)
+            ids.extend(sent.ids)
+            mentions.extend((s + offset, e + offset, ent) for s, e, ent in sent.mentions)
+        flush()
+        return out
+
+    def process(self, page: dict) -> tuple[list[PackedSequence], collections.Counter]:
+        counts: collections.Counter = collections.Counter()
+        sentences = self._sentences(page, counts)
+        seqs = self._pack(self._fit(sentences, self.config.max_seq_length - 2, counts), counts)
+        return seqs, counts
+
+
+_WORKER: PageProcessor | None = None
+
+
+def _init_worker(processor: PageProcessor) -> None:
+    global _WORKER
+    _WORKER = processor
+
+
+def _process_batch(pages: list[dict]) -> tuple[list[tuple[int, bool, list[PackedSequence]]], collections.Counter]:
+    assert _WORKER is not None
+    total: collections.Counter = collections.Counter()
+    out = []
+    for page in pages:
+        seqs, counts = _WORKER.process(page)
+        total.update(counts)
+        out.append((int(page["page_id"]), is_validation(page["page_id"], _WORKER.config.valid_fraction), seqs))
+    return out, total
+
+
+def _ordered_map(fn, tasks: Iterator, workers: int, processor: PageProcessor) -> Iterator:
+    """``map`` in task order; with workers > 1 a bounded window of tasks is in flight (back-pressure:
+    ``Pool.imap`` would read the whole corpus ahead into its queue)."""
+    if workers <= 1:
+        _init_worker(processor)
+        for t in tasks:
+            yield fn(t)
+        return
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(processor,)) as pool:
+        window: collections.deque = collections.deque()
+        for t in tasks:
+            window.append(pool.apply_async(fn, (t,)))
+            if len(window) >= 4 * workers:
+                yield window.popleft().get()
+        while window:
+            yield window.popleft().get()
+
+
+# ---------------------------------------------------------------- writing
+def _schema():
+    import pyarrow as pa
+
+    ints = pa.list_(pa.int32())
+    return pa.schema(
+        [("word_ids", ints), ("entity_ids", ints), ("entity_starts", ints), ("entity_ends", ints), ("page_id", pa.int64())]
+    )
+
+
+class _SplitWriter:
+    """Streams sequences of one split to an Arrow IPC file and hashes them for the fingerprint."""
+
+    def __init__(self, path: Path, batch_rows: int = 2048):
+        import pyarrow as pa
+
+        self.path = path
+        self.schema = _schema()
+        self.sink = pa.OSFile(str(path), "wb")
+        self.writer = pa.ipc.new_stream(self.sink, self.schema)
+        self.batch_rows = batch_rows
+        self.rows: list[tuple[PackedSequence, int]] = []
+        self.hash = hashlib.sha256()
+        self.stats = {"sequences": 0, "tokens": 0, "entities": 0}
+
+    def add(self, seq: PackedSequence, page_id: int) -> None:
+        arrays = [
+            np.asarray(seq.word_ids, dtype="<i4"),
+            np.asarray(seq.entity_ids, dtype="<i4"),
+            np.asarray(seq.entity_starts, dtype="<i4"),
+            np.asarray(seq.entity_ends, dtype="<i4"),
+        ]
+        self.hash.update(np.int64(page_id).astype("<i8").tobytes())
+        for a in arrays:
+            self.hash.update(np.int64(len(a)).astype("<i8").tobytes())
+            self.hash.update(a.tobytes())
+        self.stats["sequences"] += 1
+        self.stats["tokens"] += len(arrays[0])
+        self.stats["entities"] += len(arrays[1])
+        self.rows.append((arrays, page_id))
+        if len(self.rows) >= self.batch_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if not self.rows:
+            return
+        columns = []
+        for k in range(4):
+            parts = [r[0][k] for r in self.rows]
+            offsets = np.zeros(len(parts) + 1, dtype=np.int32)
+            np.cumsum([len(p) for p in parts], out=offsets[1:])
+            values = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+            columns.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.int32())))
+        columns.append(pa.array([r[1] for r in self.rows], type=pa.int64()))
+        self.writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self.schema))
+        self.rows = []
+
+    def close(self) -> str:
+        self._flush()
+        self.writer.close()
+        self.sink.close()
+        return self.hash.hexdigest()
+
+
+def _save_dataset(arrow_file: Path, dest: Path, fingerprint: str) -> None:
+    import datasets
+    from datasets.table import MemoryMappedTable
+
+    features = datasets.Features(
+        {
+            "word_ids": datasets.List(datasets.Value("int32")),
+            "entity_ids": datasets.List(datasets.Value("int32")),
+            "entity_starts": datasets.List(datasets.Value("int32")),
+            "entity_ends": datasets.List(datasets.Value("int32")),
+            "page_id": datasets.Value("int64"),
+        }
+    )
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # one bar per language is ours; theirs would print per split
+    table = MemoryMappedTable.from_file(str(arrow_file))
+    # An explicit fingerprint keeps state.json byte-stable (datasets would otherwise hash the temp path).
+    ds = datasets.Dataset(table, info=datasets.DatasetInfo(features=features), fingerprint=fingerprint)
+    try:
+        ds.save_to_disk(str(dest))
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+    del ds, table
+
+
+# ---------------------------------------------------------------- one language
+def build_link_map(lang: str, vocab: EntityVocab, redirects: dict[str, str]) -> dict[str, int]:
+    """title as linked -> entity id, redirects followed (LOOP for a looping chain); misses absent."""
+    link_map: dict[str, int] = {}
+    for entry in vocab.entries[4:]:
+        for title, entity_lang in entry.entities:
+            if entity_lang == lang:
+                link_map[title] = entry.id
+    resolver = RedirectResolver(redirects)
+    for title in redirects:
+        final = resolver.resolve(title)
+        if final is None:
+            link_map[title] = LOOP
+            continue
+        entity = vocab.lookup(lang, final)
+        if entity is None:
+            link_map.pop(title, None)
+        else:
+            link_map[title] = entity
+    return link_map
+
+
+def _corpus_hash(corpus: Corpus) -> dict[str, str]:
+    files = [*corpus.page_files, corpus.path / "redirects.parquet", corpus.path / "siteinfo.json"]
+    return {f.name: sha256_file(f) for f in files if f.exists()}
+
+
+def _build_language(
+    corpus: Corpus,
+    tokenizer: XlmrSentencePiece,
+    vocab: EntityVocab,
+    config: ShardConfig,
+    out: Path,
+    input_hash: str,
+    workers: int,
+    batch_pages: int,
+    progress: bool,
+) -> LanguageSummary:
+    from tqdm.auto import tqdm
+
+    processor = PageProcessor(corpus.lang, str(corpus.path), tokenizer, build_link_map(corpus.lang, vocab, read_redirects(corpus.path)), config)
+    dest = out / corpus.lang
+    dropped: collections.Counter = collections.Counter()
+    pages = 0
+    with atomic_path(dest) as tmp:
+        tmp.mkdir()
+        writers = {name: _SplitWriter(tmp / f".{name}.arrow") for name in SPLITS}
+        bar = tqdm(total=corpus.num_pages, unit="page", desc=f"shards {corpus.lang}", disable=not progress)
+        for results, counts in _ordered_map(_process_batch, iter_page_batches(corpus, batch_pages), workers, processor):
+            dropped.update(counts)
+            for page_id, valid, seqs in results:
+                w = writers["validation" if valid else "train"]
+                for seq in seqs:
+                    w.add(seq, page_id)
+            pages += len(results)
+            bar.update(len(results))
+        bar.close()
+        hashes = {name: w.close() for name, w in writers.items()}
+        for name, w in writers.items():
+            _save_dataset(w.path, tmp / name, hashes[name])
+            w.path.unlink()
+        fingerprint = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
+        summary = LanguageSummary(
+            corpus.lang, pages, {n: w.stats for n, w in writers.items()}, dict(sorted(dropped.items())), fingerprint, input_hash
+        )
+        write_json(tmp / "build.json", asdict(summary))
+    return summary
+
+
+# ---------------------------------------------------------------- the stage
+def build_shards(
+    corpus_dirs: Sequence[str | Path],
+    entity_vocab: str | Path,
+    spm_model: str | Path,
+    out: str | Path,
+    max_seq_length: int = 512,
+    max_entity_length: int = 128,
+    max_mention_length: int = 30,
+    valid_fraction: float = 0.005,
+    workers: int = 1,
+    keep_no_entity: bool = False,
+    batch_pages: int = 32,
+    progress: bool = True,
+) -> ShardSummary:
+    """Build OUT/{lang}/{train,validation}, OUT/manifest.json and copies of the model and vocabulary."""
+    config = ShardConfig(max_seq_length, max_entity_length, max_mention_length, valid_fraction, keep_no_entity)
+    config.check()
+    out = Path(out)
+    tokenizer = XlmrSentencePiece.load(spm_model)
+    vocab = read_entity_vocab(entity_vocab)
+    corpora = [open_corpus(d) for d in corpus_dirs]
+    seen: dict[str, Path] = {}
+    for c in corpora:
+        if c.lang in seen:
+            raise InputError(f"{c.path}: language {c.lang!r} given twice (also {seen[c.lang]})")
+        seen[c.lang] = c.path
+    spm_sha = sha256_file(spm_model)
+    vocab_sha = sha256_file(entity_vocab)
+    out.mkdir(parents=True, exist_ok=True)
+
+    summary = ShardSummary(out, "")
+    for corpus in corpora:
+        input_hash = hashlib.sha256(
+            json.dumps(
+                {"format": FORMAT_VERSION, "config": asdict(config), "spm": spm_sha, "vocab": vocab_sha, "corpus": _corpus_hash(corpus)},
+                sort_keys=True,
+            ).encode()
+        ).hexdigest()
+        done = out / corpus.lang / "build.json"
+        previous = json.loads(done.read_text()) if done.is_file() else None
+        if previous and previous.get("input_hash") == input_hash and all((out / corpus.lang / s).is_dir() for s in SPLITS):
+            summary.languages[corpus.lang] = LanguageSummary(**{**previous, "skipped": True})
+            continue
+        summary.languages[corpus.lang] = _build_language(
+            corpus, tokenizer, vocab, config, out, input_hash, workers, batch_pages, progress
+        )
+
+    summary.fingerprint = hashlib.sha256(
+        "".join(f"{lang}:{s.fingerprint}\n" for lang, s in sorted(summary.languages.items())).encode()
+    ).hexdigest()
+    with atomic_path(out / SPM_COPY) as tmp:
+        shutil.copyfile(spm_model, tmp)
+    vocab_text = Path(entity_vocab).read_text(encoding="utf-8")
+    if vocab_text.lstrip().startswith('{"id"'):  # already JSONL: a byte copy
+        with atomic_path(out / VOCAB_COPY) as tmp:
+            shutil.copyfile(entity_vocab, tmp)
+    else:  # transformers' flat entity_vocab.json: store it in the project's JSONL format
+        write_entity_vocab(out / VOCAB_COPY, vocab.entries)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "fingerprint": summary.fingerprint,
+        "limits": asdict(config),
+        "spm": {
+            "file": SPM_COPY,
+            "sha256": spm_sha,
+            "pieces": tokenizer.spm_size,
+            "vocab_size": tokenizer.vocab_size,
+            "mask_id": tokenizer.mask_id,
+            "bos_id": 0,
+            "pad_id": 1,
+            "eos_id": 2,
+            "unk_id": 3,
+        },
+        "entity_vocab": {"file": VOCAB_COPY, "sha256": sha256_file(out / VOCAB_COPY), "source_sha256": vocab_sha, "size": len(vocab)},
+        "languages": {
+            lang: {
+                "pages": s.pages,
+                **{name: s.splits[name] for name in SPLITS},
+                "dropped": s.dropped,
+                "fingerprint": s.fingerprint,
+                "input_hash": s.input_hash,
+            }
+            for lang, s in sorted(summary.languages.items())
+        },
+    }
+    write_json(out / "manifest.json", manifest)
+    return summary
+
+
+# ---------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", nargs="+", required=True, type=Path, help="extracted corpus directories")
+    parser.add_argument("--entity-vocab", required=True, type=Path, help="entity vocabulary (JSONL)")
+    parser.add_argument("--spm", required=True, type=Path, help="XLM-R sentencepiece model (sentencepiece.bpe.model)")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--max-seq-length", type=int, default=512, help="incl. <s> and </s>")
+    parser.add_argument("--max-entity-length", type=int, default=128)
+    parser.add_argument("--max-mention-length", type=int, default=30)
+    parser.add_argument("--valid-fraction", type=float, default=0.005)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--keep-no-entity", action="store_true", help="keep sequences without any entity")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    summary = build_shards(
+        args.corpus, args.entity_vocab, args.spm, args.out, max_seq_length=args.max_seq_length,
+        max_entity_length=args.max_entity_length, max_mention_length=args.max_mention_length,
+        valid_fraction=args.valid_fraction, workers=args.workers, keep_no_entity=args.keep_no_entity,
+    )
+    print(summary.line())
+    return 0

@@ -1,0 +1,311 @@
+"""XLM-R's sentencepiece tokeniser with the fairseq id layout, and ``train-spm`` to train one.
+
+XLM-R ships ``sentencepiece.bpe.model``, which is a UNIGRAM model despite its name, with the spm
+pieces ``<unk>``0 ``<s>``1 ``</s>``2. fairseq (and so ``transformers.XLMRobertaTokenizer``) shifts them
+into its own dictionary: ``<s>``0 ``<pad>``1 ``</s>``2 ``<unk>``3, spm piece i (i >= 3) -> i + 1,
+spm's unknown (0) -> 3, and ``<mask>`` appended last at len(spm) + 1.
+
+For exact entity spans the text is cut at link boundaries and the pieces are encoded separately.
+A piece that continues a word (no whitespace before it) must not get the word-start "▁" that
+sentencepiece's ``add_dummy_prefix`` adds, so a second processor is loaded from the same model with
+that flag switched off (patched in the serialized proto: sentencepiece 0.2 has no per-call option,
+and protobuf is not a dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import heapq
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.atomic import atomic_path
+from data_prep.errors import InputError
+
+BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+FAIRSEQ_OFFSET = 1
+
+
+# ---------------------------------------------------------------- protobuf wire format (tiny subset)
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _fields(buf: bytes) -> list[tuple[int, int, bytes]]:
+    """Split a protobuf message into (field number, wire type, raw encoded field incl. tag)."""
+    out = []
+    pos = 0
+    while pos < len(buf):
+        start = pos
+        key, pos = _read_varint(buf, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _read_varint(buf, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 2:
+            n, pos = _read_varint(buf, pos)
+            pos += n
+        elif wire == 5:
+            pos += 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if pos > len(buf):
+            raise ValueError("truncated protobuf message")
+        out.append((field, wire, buf[start:pos]))
+    return out
+
+
+def _payload(raw: bytes) -> bytes:
+    """The bytes of a length-delimited field (tag and length stripped)."""
+    _, pos = _read_varint(raw, 0)
+    n, pos = _read_varint(raw, pos)
+    return raw[pos : pos + n]
+
+
+def without_dummy_prefix(model_proto: bytes) -> bytes:
+    """The same model with ``normalizer_spec.add_dummy_prefix = false``.
+
+    ModelProto field 3 is the NormalizerSpec, whose field 3 is ``add_dummy_prefix`` (bool).
+    """
+    out = bytearray()
+    for field, wire, raw in _fields(model_proto):
+        if field == 3 and wire == 2:
+            spec = b"".join(r for f, _, r in _fields(_payload(raw)) if f != 3) + _varint(3 << 3) + _varint(0)
+            out += _varint((3 << 3) | 2) + _varint(len(spec)) + spec
+        else:
+            out += raw
+    return bytes(out)
+
+
+# ---------------------------------------------------------------- tokeniser
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class XlmrSentencePiece:
+    """An XLM-R sentencepiece model speaking fairseq ids (what ``XLMRobertaTokenizer`` returns)."""
+
+    def __init__(self, model_proto: bytes, path: str | Path = "<bytes>"):
+        import sentencepiece
+
+        self.path = Path(path)
+        self.model_proto = model_proto
+        self.sp = sentencepiece.SentencePieceProcessor()
+        self.sp_cont = sentencepiece.SentencePieceProcessor()
+        try:
+            self.sp.LoadFromSerializedProto(model_proto)
+            self.sp_cont.LoadFromSerializedProto(without_dummy_prefix(model_proto))
+        except Exception as e:  # sentencepiece raises RuntimeError/OSError with a multi-line message
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"{path}: not a sentencepiece model ({first})") from None
+        if self.sp.unk_id() != 0 or self.sp.bos_id() != 1 or self.sp.eos_id() != 2:
+            raise InputError(
+                f"{path}: not an XLM-R style sentencepiece model (needs <unk>=0 <s>=1 </s>=2, has "
+                f"unk={self.sp.unk_id()} bos={self.sp.bos_id()} eos={self.sp.eos_id()})"
+            )
+
+    @classmethod
+    def load(cls, path: str | Path) -> XlmrSentencePiece:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: sentencepiece model file not found")
+        return cls(path.read_bytes(), path)
+
+    def __getstate__(self):  # sentencepiece processors do not pickle; rebuild from the bytes
+        return {"model_proto": self.model_proto, "path": self.path}
+
+    def __setstate__(self, state):
+        self.__init__(state["model_proto"], state["path"])
+
+    @property
+    def spm_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    @property
+    def mask_id(self) -> int:
+        return self.spm_size + FAIRSEQ_OFFSET
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the fairseq dictionary, ``<mask>`` included (XLM-R: 250002)."""
+        return self.spm_size + FAIRSEQ_OFFSET + 1
+
+    @staticmethod
+    def to_fairseq(spm_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        ids = np.asarray(spm_ids, dtype=np.int32) + FAIRSEQ_OFFSET
+        ids[ids == FAIRSEQ_OFFSET] = UNK_ID  # spm's unknown (0) -> fairseq <unk>
+        return ids
+
+    def encode(self, text: str, word_start: bool = True) -> np.ndarray:
+        """Fairseq ids of ``text`` without <s>/</s>; ``word_start=False`` adds no leading "▁"."""
+        return self.to_fairseq((self.sp if word_start else self.sp_cont).encode(text))
+
+    def encode_many(self, texts: Sequence[str], word_start: Sequence[bool]) -> list[list[int]]:
+        """spm ids (NOT shifted) for many texts in two batched calls (one per prefix mode)."""
+        out: list[list[int]] = [[] for _ in texts]
+        for mode, proc in ((True, self.sp), (False, self.sp_cont)):
+            idx = [i for i, ws in enumerate(word_start) if ws is mode and texts[i]]
+            if idx:
+                for i, ids in zip(idx, proc.encode([texts[i] for i in idx])):
+                    out[i] = ids
+        return out
+
+    def id_to_piece(self, fairseq_id: int) -> str:
+        if fairseq_id in (BOS_ID, PAD_ID, EOS_ID, UNK_ID):
+            return ("<s>", "<pad>", "</s>", "<unk>")[fairseq_id]
+        if fairseq_id == self.mask_id:
+            return "<mask>"
+        return self.sp.id_to_piece(int(fairseq_id) - FAIRSEQ_OFFSET)
+
+    def decode(self, fairseq_ids: Iterable[int]) -> str:
+        """Text of fairseq ids (``<unk>`` decodes as sentencepiece's " ⁇ ")."""
+        ids = [0 if i == UNK_ID else int(i) - FAIRSEQ_OFFSET for i in fairseq_ids if i not in (BOS_ID, PAD_ID, EOS_ID)]
+        return self.sp.decode(ids)
+
+    def normalize(self, text: str) -> str:
+        """The text as the model sees it (NFKC etc.), whitespace as spaces, no dummy prefix."""
+        return self.sp_cont.normalize(text).replace("\u2581", " ")
+
+
+# ---------------------------------------------------------------- training
+@dataclass
+class SpmTrainStats:
+    languages: dict[str, int]  # lang -> sentences used
+    sentences: int
+    vocab_size: int  # actual number of spm pieces (a soft limit: tiny corpora give fewer)
+    sha256: str
+
+
+def _sample_sentences(corpus_dirs: Sequence[Path], max_sentences: int, seed: int) -> tuple[list[str], dict[str, int]]:
+    """Balanced, deterministic sample of sentences: the same cap for every language.
+
+    Within a language a sentence is kept if its seeded hash is among the ``cap`` smallest, which
+    spreads the sample over the whole corpus (not just the first pages) without a random generator;
+    the kept sentences are then emitted in corpus order so the trainer sees a fixed input order.
+    """
+    from data_prep.corpus_reader import iter_pages, open_corpus
+    from data_prep.sentences import split_sentences
+
+    corpora = [open_corpus(d) for d in corpus_dirs]
+    cap = max(1, max_sentences // max(1, len(corpora)))
+    sample: list[str] = []
+    counts: dict[str, int] = {}
+    for corpus in corpora:
+        heap: list[tuple[int, int, str]] = []  # (-hash, order, text): a max-heap of the cap smallest
+        order = 0
+        for page in iter_pages(corpus, columns=("page_id", "paragraphs")):
+            for para in page["paragraphs"]:
+                text = para["text"]
+                for s, e in split_sentences(text, corpus.lang):
+                    sentence = text[s:e]
+                    digest = hashlib.blake2b(f"{seed}\0{sentence}".encode(), digest_size=8).digest()
+                    key = -int.from_bytes(digest, "big")
+                    if len(heap) < cap:
+                        heapq.heappush(heap, (key, order, sentence))
+                    elif key > heap[0][0]:
+                        heapq.heapreplace(heap, (key, order, sentence))
+                    order += 1
+        kept = sorted(heap, key=lambda x: x[1])
+        sample.extend(t for _, _, t in kept)
+        counts[corpus.lang] = len(kept)
+    return sample, counts
+
+
+def train_spm(
+    corpus_dirs: Sequence[str | Path],
+    vocab_size: int,
+    out: str | Path,
+    seed: int = 0,
+    max_sentences: int = 2_000_000,
+    character_coverage: float = 0.9995,
+    threads: int = 1,
+) -> SpmTrainStats:
+    """Train an XLM-R style unigram model on the paragraphs of extracted corpora; write ``out`` atomically."""
+    import sentencepiece
+
+    if vocab_size < 8:
+        raise InputError(f"--vocab-size {vocab_size}: too small (needs room for the 3 specials and characters)")
+    sentences, counts = _sample_sentences([Path(d) for d in corpus_dirs], max_sentences, seed)
+    if not sentences:
+        raise InputError(f"{', '.join(map(str, corpus_dirs))}: no paragraph text to train on")
+    sentencepiece.set_random_generator_seed(seed)
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=model,
+        model_type="unigram",
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,  # a small corpus yields fewer pieces instead of failing
+        character_coverage=character_coverage,
+        byte_fallback=False,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        normalization_rule_name="nmt_nfkc",
+        add_dummy_prefix=True,
+        remove_extra_whitespaces=True,
+        split_digits=False,
+        max_sentence_length=1 << 16,
+        input_sentence_size=0,  # the sample above is the whole input: no trainer-side sampling
+        shuffle_input_sentence=False,
+        num_threads=threads,
+        minloglevel=2,
+    )
+    proto = model.getvalue()
+    tok = XlmrSentencePiece(proto, out)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(proto)
+    return SpmTrainStats(counts, len(sentences), tok.spm_size, hashlib.sha256(proto).hexdigest())
+
+
+# ---------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", nargs="+", required=True, type=Path, help="extracted corpus directories")
+    parser.add_argument("--vocab-size", type=int, required=True, help="number of sentencepiece pieces")
+    parser.add_argument("--out", type=Path, required=True, help="model file to write (e.g. sentencepiece.bpe.model)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-sentences", type=int, default=2_000_000, help="sample cap, split evenly over languages")
+    parser.add_argument("--character-coverage", type=float, default=0.9995)
+    parser.add_argument("--threads", type=int, default=1)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    stats = train_spm(
+        args.corpus, args.vocab_size, args.out, seed=args.seed, max_sentences=args.max_sentences,
+        character_coverage=args.character_coverage, threads=args.threads,
+    )
+    langs = json.dumps(stats.languages, sort_keys=True)
+    print(f"train-spm: {stats.vocab_size} pieces from {stats.sentences} sentences {langs} -> {args.out}")
+    return 0
