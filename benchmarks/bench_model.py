@@ -1,0 +1,267 @@
+"""Training-step throughput of pretrain.model.MLukeForMaskedLM vs transformers.LukeForMaskedLM.
+
+Both models get the same weights (ours copied into theirs), the same batch, the same thread count, and
+the same step: forward, loss (MLM + MEP), backward, AdamW. Each model runs in its own subprocess so its
+peak memory is its own. Prints tokens/s (word tokens; a full sequence is ``--seq`` tokens plus
+``--entities`` entities) side by side, the ratio, and a model-FLOPs-utilisation estimate computed with
+``pretrain.model.model_flops_per_token`` (the same numerator for both models: what mLUKE needs, not what
+an implementation spends).
+
+    # XLM-R-base shape, scaled down to run in a few minutes on a 2-core CPU
+    python benchmarks/bench_model.py --layers 2 --batch 2 --entity-vocab 200000 --steps 3
+    # full base shape on a GPU
+    python benchmarks/bench_model.py --device cuda --dtype bf16 --batch 16 --steps 20
+    # large: --hidden 1024 --layers 24 --heads 16 --intermediate 4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pretrain.model import MLukeConfig, MLukeForMaskedLM, model_flops_per_token  # noqa: E402
+
+# Dense bf16 tensor-core peak of the GPUs we are lent (no sparsity), for --peak-tflops auto.
+GPU_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument(
+        "--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16 = autocast, fp32 master weights"
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch threads (CPU); default: all cores")
+    p.add_argument("--layers", type=int, default=12)
+    p.add_argument("--hidden", type=int, default=768)
+    p.add_argument("--heads", type=int, default=12)
+    p.add_argument("--intermediate", type=int, default=3072)
+    p.add_argument("--vocab", type=int, default=250002)
+    p.add_argument("--entity-vocab", type=int, default=1_200_000)
+    p.add_argument("--entity-emb", type=int, default=256)
+    p.add_argument("--seq", type=int, default=512)
+    p.add_argument("--entities", type=int, default=128)
+    p.add_argument("--mention-len", type=int, default=30, help="padded mention length M")
+    p.add_argument("--mask-prob", type=float, default=0.15)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=5, help="timed steps")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="run each model this many times, alternating, and keep its fastest run (for shared machines)",
+    )
+    p.add_argument("--gradient-checkpointing", action="store_true", help="(ours only)")
+    p.add_argument(
+        "--peak-tflops",
+        default="auto",
+        help="peak FLOP/s (in TFLOP/s) for MFU; 'auto': the GPU's bf16 dense peak, or on CPU the "
+        "measured throughput of a large fp32 matmul",
+    )
+    p.add_argument("--only", choices=["mluke", "hf"], help=argparse.SUPPRESS)  # internal: one subprocess
+    return p.parse_args(argv)
+
+
+def make_config(a: argparse.Namespace) -> MLukeConfig:
+    return MLukeConfig(
+        vocab_size=a.vocab,
+        hidden_size=a.hidden,
+        num_hidden_layers=a.layers,
+        num_attention_heads=a.heads,
+        intermediate_size=a.intermediate,
+        max_position_embeddings=max(514, a.seq + 2),
+        entity_vocab_size=a.entity_vocab,
+        entity_emb_size=a.entity_emb,
+        gradient_checkpointing=a.gradient_checkpointing,
+    )
+
+
+def make_batch(a: argparse.Namespace, device: str) -> dict[str, torch.Tensor]:
+    """Full-length sequences (packed pretraining data has little padding), ``--entities`` mentions of 1-4
+    tokens each at random non-overlapping-ish places, 15% of words and entities masked."""
+    g = torch.Generator().manual_seed(0)
+    B, L, E, M = a.batch, a.seq, a.entities, a.mention_len
+    input_ids = torch.randint(5, a.vocab, (B, L), generator=g)
+    input_ids[:, 0], input_ids[:, -1] = 0, 2
+    starts = torch.randint(1, L - 5, (B, E), generator=g)
+    lengths = torch.randint(1, 5, (B, E), generator=g)
+    offs = torch.arange(M)
+    entity_position_ids = torch.where(offs < lengths[..., None], starts[..., None] + offs, torch.tensor(-1))
+    entity_ids = torch.randint(4, a.entity_vocab, (B, E), generator=g)
+    mlm_labels = torch.where(torch.rand(B, L, generator=g) < a.mask_prob, input_ids, torch.tensor(-100))
+    mep_labels = torch.where(torch.rand(B, E, generator=g) < a.mask_prob, entity_ids, torch.tensor(-100))
+    batch = dict(
+        input_ids=input_ids,
+        attention_mask=torch.ones(B, L, dtype=torch.long),
+        entity_ids=entity_ids,
+        entity_attention_mask=torch.ones(B, E, dtype=torch.long),
+        entity_position_ids=entity_position_ids,
+        mlm_labels=mlm_labels,
+        mep_labels=mep_labels,
+    )
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def build(a: argparse.Namespace, which: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    ours = MLukeForMaskedLM(make_config(a))
+    if which == "mluke":
+        return ours
+    from transformers import LukeForMaskedLM
+
+    hf = LukeForMaskedLM(ours.config.to_luke_config())
+    missing = hf.load_state_dict(ours.state_dict(), strict=False).missing_keys
+    assert all(k.startswith("luke.pooler.") for k in missing), missing
+    if a.gradient_checkpointing:
+        hf.gradient_checkpointing_enable()
+    return hf
+
+
+def loss_of(model: torch.nn.Module, which: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    if which == "mluke":
+        out = model(**batch)
+        return out.mlm_loss_sum / out.mlm_count.clamp(min=1) + out.mep_loss_sum / out.mep_count.clamp(min=1)
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        entity_ids=batch["entity_ids"],
+        entity_attention_mask=batch["entity_attention_mask"],
+        entity_position_ids=batch["entity_position_ids"],
+        labels=batch["mlm_labels"],
+        entity_labels=batch["mep_labels"],
+    )
+    return out.loss  # mean MLM + mean MEP: the same objective
+
+
+def run_one(a: argparse.Namespace) -> dict:
+    """Time one model in this process; returns the figures as a dict."""
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = a.device
+    model = build(a, a.only).to(device).train()
+    batch = make_batch(a, device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=device == "cuda")
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=a.dtype == "bf16")
+
+    # Same weights and batch: with dropout off both must start from the same loss (a sanity check that
+    # the two sides compute the same objective).
+    model.eval()
+    with torch.no_grad(), autocast:
+        eval_loss = loss_of(model, a.only, batch).item()
+    model.train()
+
+    def step() -> float:
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            loss = loss_of(model, a.only, batch)
+        loss.backward()
+        opt.step()
+        return loss.item()  # also a device sync
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    losses = [step() for _ in range(a.warmup)]
+    t0 = time.perf_counter()
+    losses += [step() for _ in range(a.steps)]
+    seconds = (time.perf_counter() - t0) / a.steps
+    if device == "cuda":
+        peak_mem = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    return {
+        "model": a.only,
+        "seconds_per_step": seconds,
+        "tokens_per_s": a.batch * a.seq / seconds,
+        "peak_mem_gib": peak_mem,
+        "eval_loss": eval_loss,
+        "last_loss": losses[-1],
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def measured_cpu_peak_tflops(threads: int | None) -> float:
+    if threads:
+        torch.set_num_threads(threads)
+    x, y = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for _ in range(2):
+        x @ y
+    t0, n = time.perf_counter(), 5
+    for _ in range(n):
+        x @ y
+    return 2 * 2048**3 * n / (time.perf_counter() - t0) / 1e12
+
+
+def peak_tflops(a: argparse.Namespace) -> tuple[float, str]:
+    if a.peak_tflops != "auto":
+        return float(a.peak_tflops), "given"
+    if a.device == "cuda":
+        name = torch.cuda.get_device_name()
+        for key, value in GPU_PEAK_TFLOPS.items():
+            if key in name:
+                return value, f"{name} bf16 dense peak"
+        raise SystemExit(f"error: no known peak for {name!r}; pass --peak-tflops")
+    return measured_cpu_peak_tflops(a.threads), "measured fp32 2048^3 matmul on this CPU"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    a = parse_args(argv)
+    if a.only:
+        print("RESULT " + json.dumps(run_one(a)), flush=True)
+        return 0
+    cfg = make_config(a)
+    threads = a.threads or torch.get_num_threads()
+    device_name = torch.cuda.get_device_name() if a.device == "cuda" else f"CPU, {threads} threads"
+    print(
+        f"shape: hidden {a.hidden}, layers {a.layers}, heads {a.heads}, seq {a.seq}, entities {a.entities}, "
+        f"mention len {a.mention_len}, vocab {a.vocab}, entity vocab {a.entity_vocab}, batch {a.batch}, "
+        f"{a.dtype} on {device_name}; {a.warmup} warm-up + {a.steps} timed steps"
+    )
+    results: dict[str, dict] = {}
+    for _ in range(a.repeats):
+        for which in ("mluke", "hf"):
+            proc = subprocess.run(
+                [sys.executable, __file__, *argv, "--only", which],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
+                print(f"error: the {which} run failed (exit {proc.returncode})", file=sys.stderr)
+                return 1
+            r = json.loads(lines[-1][len("RESULT ") :])
+            if which not in results or r["seconds_per_step"] < results[which]["seconds_per_step"]:
+                results[which] = r
+    peak, peak_src = peak_tflops(a)
+    flops_tok = model_flops_per_token(cfg, a.seq, a.entities, a.mask_prob)
+    print(
+        f"model FLOPs per word token (fwd+bwd): {flops_tok / 1e9:.2f} GFLOP; peak {peak:.2f} TFLOP/s ({peak_src})"
+    )
+    print(f"{'model':<30}{'s/step':>9}{'tokens/s':>11}{'MFU':>8}{'peak mem GiB':>14}{'eval loss':>11}")
+    labels = {"mluke": "pretrain.model (ours)", "hf": "transformers LukeForMaskedLM"}
+    for which in ("mluke", "hf"):
+        r = results[which]
+        mfu = r["tokens_per_s"] * flops_tok / (peak * 1e12)
+        print(
+            f"{labels[which]:<30}{r['seconds_per_step']:>9.3f}{r['tokens_per_s']:>11.1f}{mfu:>8.1%}"
+            f"{r['peak_mem_gib']:>14.2f}{r['eval_loss']:>11.5f}"
+        )
+    ratio = results["mluke"]["tokens_per_s"] / results["hf"]["tokens_per_s"]
+    print(f"throughput ratio ours / LukeForMaskedLM: {ratio:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
