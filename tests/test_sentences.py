@@ -1,0 +1,71 @@
+"""Rule-based sentence splitting per script."""
+
+from __future__ import annotations
+
+import pytest
+
+from data_prep.sentences import split_sentences
+
+
+def sentences(text: str, lang: str, protected=()) -> list[str]:
+    return [text[s:e] for s, e in split_sentences(text, lang, protected)]
+
+
+@pytest.mark.parametrize(
+    "lang, text, expected",
+    [
+        ("en", "The bay is calm. Boats leave at dawn! Do they return? Yes.",
+         ["The bay is calm.", "Boats leave at dawn!", "Do they return?", "Yes."]),
+        # abbreviations, initials, decimals, lower-case continuation
+        ("en", "Dr. Rowe came, e.g. in spring. J. R. Smith paid 3.5 pounds. He said no. but left.",
+         ["Dr. Rowe came, e.g. in spring.", "J. R. Smith paid 3.5 pounds.", "He said no. but left."]),
+        ("en", 'He said "Go home." Then he left.\nA new line', ['He said "Go home."', "Then he left.", "A new line"]),
+        ("en", "It ended... Then more.", ["It ended...", "Then more."]),
+        ("de", "Am 3. Oktober 1990 kam er z.B. an. Die Stadt wuchs.", ["Am 3. Oktober 1990 kam er z.B. an.", "Die Stadt wuchs."]),
+        ("en", "The score was 3. Then it rained.", ["The score was 3.", "Then it rained."]),  # no ordinal rule in en
+        ("ru", "Маяк построили в 1821 г. Потом его перестроили. Рыбаки рады!",
+         ["Маяк построили в 1821 г. Потом его перестроили.", "Рыбаки рады!"]),
+        ("el", "Πού είναι ο φάρος; Κοντά στο νερό. Τέλος", ["Πού είναι ο φάρος;", "Κοντά στο νερό.", "Τέλος"]),
+        ("en", "One; two. Three", ["One; two.", "Three"]),  # ";" is not a terminator outside Greek
+        ("ja", "港町は静かだ。「灯台は古い。」そうだ！本当？はい", ["港町は静かだ。", "「灯台は古い。」", "そうだ！", "本当？", "はい"]),
+        ("zh", "港口城市很安静。灯塔很古老！ 你去过吗？", ["港口城市很安静。", "灯塔很古老！", "你去过吗？"]),
+        ("hi", "यह एक वाक्य है। यह दूसरा है॥ तीसरा", ["यह एक वाक्य है।", "यह दूसरा है॥", "तीसरा"]),
+        ("ar", "هل تعرف المنارة؟بنيت قديما. يخرج الصيادون۔ انتهى", ["هل تعرف المنارة؟", "بنيت قديما.", "يخرج الصيادون۔", "انتهى"]),
+        ("th", "เมืองท่าตั้งอยู่ริมอ่าว ชาวประมงออกเรือ ปี 1821 มีนก", ["เมืองท่าตั้งอยู่ริมอ่าว", "ชาวประมงออกเรือ", "ปี 1821 มีนก"]),  # Thai-space-Thai only
+        ("en", "  padded.   Text  ", ["padded.", "Text"]),
+        ("en", "", []),
+        ("en", " \n ", []),
+    ],
+)
+def test_split_per_script(lang, text, expected):
+    assert sentences(text, lang) == expected
+
+
+def test_never_splits_inside_a_protected_span():
+    text = "He met Mr. Smith. Then Capt. Ahab sailed. The end. Fin"
+    # without protection: the ship name "The end. Fin" would be cut
+    assert sentences(text, "en")[-2:] == ["The end.", "Fin"]
+    start = text.index("The end")
+    assert sentences(text, "en", [(start, len(text))]) == ["He met Mr. Smith.", "Then Capt. Ahab sailed.", "The end. Fin"]
+    # a span covering only the gap between two sentences also forbids the cut
+    gap = text.index(" Then")
+    assert sentences(text, "en", [(gap, gap + 1)])[0] == "He met Mr. Smith. Then Capt. Ahab sailed."
+    # a span ending exactly at the boundary does not
+    assert sentences(text, "en", [(7, gap)])[0] == "He met Mr. Smith."
+
+
+def test_protected_span_in_text_without_whitespace():
+    text = "東京。大阪。京都"
+    assert sentences(text, "ja") == ["東京。", "大阪。", "京都"]
+    assert sentences(text, "ja", [(1, 4)]) == ["東京。大阪。", "京都"]
+    assert sentences(text, "ja", [(3, 5)]) == ["東京。", "大阪。", "京都"]  # starts at the boundary
+
+
+def test_spans_cover_all_text():
+    text = "A first one. B second one!  C third?\nD"
+    spans = split_sentences(text, "en")
+    covered = set()
+    for s, e in spans:
+        covered.update(range(s, e))
+    assert all(i in covered for i, ch in enumerate(text) if not ch.isspace())
+    assert all(not text[s].isspace() and not text[e - 1].isspace() for s, e in spans)
