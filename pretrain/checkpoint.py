@@ -1,0 +1,139 @@
+"""Checkpoint layout and the checks that happen before any process group starts.
+
+OUT/checkpoints/<tag>/ is DeepSpeed's format (tag ``step000150``) plus ``trainer_state.json``, a small copy
+of the client state (step, consumed samples, world size, ZeRO stage, data fingerprint, W&B run id) that
+can be read without DeepSpeed, so an incompatible resume fails with one clear line up front.
+OUT/checkpoints/latest is DeepSpeed's pointer to the newest complete tag.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from data_prep.atomic import write_json
+from data_prep.errors import InputError
+
+STATE_FILE = "trainer_state.json"
+
+
+def tag_for(step: int) -> str:
+    return f"step{step:06d}"
+
+
+def checkpoints_dir(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+@dataclass
+class TrainerState:
+    step: int  # optimiser steps completed
+    consumed_samples: int
+    world_size: int
+    zero_stage: int
+    data_fingerprint: str
+    wandb_run_id: str | None
+    stage: int  # training stage (1 entity-only, 2 all)
+
+
+def latest_tag(ckpt_dir: str | Path) -> str | None:
+    f = Path(ckpt_dir) / "latest"
+    return f.read_text().strip() if f.is_file() else None
+
+
+def read_state(tag_dir: Path) -> TrainerState | None:
+    f = tag_dir / STATE_FILE
+    if not f.is_file():
+        return None
+    try:
+        return TrainerState(**json.loads(f.read_text()))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise InputError(f"{f}: unreadable trainer state ({e})") from None
+
+
+def write_state(tag_dir: Path, state: TrainerState) -> None:
+    write_json(tag_dir / STATE_FILE, asdict(state))
+
+
+def resume_state(
+    output_dir: str | Path, world_size: int, zero_stage: int, fingerprint: str, universal: bool
+) -> tuple[str, TrainerState] | None:
+    """The (tag, state) a run in ``output_dir`` resumes from, or None for a fresh run; checks compatibility."""
+    ckpt = checkpoints_dir(output_dir)
+    tag = latest_tag(ckpt)
+    if tag is None:
+        return None
+    tag_dir = ckpt / tag
+    if not tag_dir.is_dir():
+        raise InputError(f"{ckpt}/latest: points at {tag!r}, which does not exist")
+    state = read_state(tag_dir)
+    if state is None:
+        raise InputError(f"{tag_dir}: no {STATE_FILE} (not written by this trainer, or the save was interrupted)")
+    if state.data_fingerprint != fingerprint:
+        raise InputError(
+            f"{tag_dir}: written for another data stream (fingerprint {state.data_fingerprint}, now {fingerprint}); "
+            "use the same data.shards/languages/alpha/seed or a new output_dir"
+        )
+    if not universal and (state.world_size != world_size or state.zero_stage != zero_stage):
+        raise InputError(
+            f"{tag_dir}: saved by {state.world_size} ranks with ZeRO-{state.zero_stage}, this run has {world_size} "
+            f"ranks with ZeRO-{zero_stage}; convert it once with `python -m deepspeed.checkpoint.ds_to_universal "
+            f"--input_folder {tag_dir} --output_folder {tag_dir}_universal`, write `{tag}_universal` into "
+            f"{ckpt}/latest, and rerun with deepspeed.universal_checkpoint=true"
+        )
+    return tag, state
+
+
+def prune(ckpt_dir: Path, keep_last: int | None) -> None:
+    """Delete all but the newest ``keep_last`` step tags (rank 0 only, after ``latest`` moved on)."""
+    if not keep_last:
+        return
+    tags = sorted(p for p in ckpt_dir.glob("step*") if p.is_dir() and p.name[4:].isdigit())
+    for p in tags[:-keep_last]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def resolve_init_checkpoint(path: str | Path) -> tuple[Path, str]:
+    """A stage-1 output dir, its checkpoints dir, or one tag dir -> (checkpoints dir, tag)."""
+    p = Path(path)
+    for ckpt in (p / "checkpoints", p):
+        tag = latest_tag(ckpt)
+        if tag is not None and (ckpt / tag).is_dir():
+            return ckpt, tag
+    if p.is_dir() and (p.parent / p.name).is_dir() and any(p.glob("*model_states.pt")):
+        return p.parent, p.name
+    raise InputError(f"{p}: not a training output dir, checkpoints dir or checkpoint tag (train.init_checkpoint)")
+
+
+def load_consolidated_weights(path: str | Path) -> dict[str, Any]:
+    """fp32 weights of a DeepSpeed checkpoint (any ZeRO stage), gathered from all ranks' files."""
+    import torch
+
+    ckpt, tag = resolve_init_checkpoint(path)
+    tag_dir = ckpt / tag
+    if any(tag_dir.glob("*optim_states.pt")):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        return get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=tag)
+    files = sorted(tag_dir.glob("mp_rank_*_model_states.pt"))
+    if not files:
+        raise InputError(f"{tag_dir}: no DeepSpeed model states")
+    module = torch.load(files[0], map_location="cpu", weights_only=False)["module"]
+    return {k: v.float() for k, v in module.items()}
+
+
+def load_into(model, state_dict: dict[str, Any], source: str) -> None:
+    """Load weights; only parameters tied to another one (saved once) may be absent."""
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    by_ptr: dict[int, list[str]] = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        by_ptr.setdefault(t.data_ptr(), []).append(name)
+    tied = {n for names in by_ptr.values() if len(names) > 1 for n in names}
+    really_missing = [k for k in missing if k not in tied]
+    if really_missing or unexpected:
+        raise InputError(
+            f"{source}: weights do not fit the model (missing {really_missing[:5]}, unexpected {list(unexpected)[:5]})"
+        )

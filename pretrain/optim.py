@@ -1,0 +1,169 @@
+"""Optimiser side of training: parameter groups, the LR schedule, the generated DeepSpeed config and a
+per-rank memory estimate for a ZeRO stage. Nothing here starts a process group.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from data_prep.errors import InputError
+from pretrain.config import ExperimentConfig
+
+
+def no_decay(name: str, param: nn.Parameter) -> bool:
+    """Biases and LayerNorm weights (all 1-d tensors) take no weight decay."""
+    return param.ndim < 2 or name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups over the trainable parameters only (frozen ones never reach the optimiser)."""
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (plain if no_decay(name, p) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def lr_lambda(warmup_steps: int, max_steps: int):
+    """Linear warmup to the peak over ``warmup_steps``, then linear decay to 0 at ``max_steps``.
+
+    ``step`` counts completed optimiser steps, so the first update (step 0) already uses a non-zero LR.
+    """
+
+    def f(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (max_steps - step) / max(1, max_steps - warmup_steps))
+
+    return f
+
+
+def gradient_accumulation_steps(cfg: ExperimentConfig, world_size: int) -> int:
+    t = cfg.train
+    per_step = t.micro_batch_size * world_size
+    if t.global_batch_size % per_step:
+        raise InputError(
+            f"config: train.global_batch_size ({t.global_batch_size}) must equal train.micro_batch_size "
+            f"({t.micro_batch_size}) x gradient accumulation x world size ({world_size}); "
+            f"{t.global_batch_size} is not a multiple of {per_step}"
+        )
+    return t.global_batch_size // per_step
+
+
+def deepspeed_config(cfg: ExperimentConfig, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed JSON config, generated from the experiment config (never written by hand)."""
+    t, d = cfg.train, cfg.deepspeed
+    gas = gradient_accumulation_steps(cfg, world_size)
+    zero: dict[str, Any] = {
+        "stage": d.zero_stage,
+        "overlap_comm": d.overlap_comm and d.zero_stage >= 2,
+        "contiguous_gradients": d.zero_stage >= 2,
+        "reduce_bucket_size": d.reduce_bucket_size,
+    }
+    if d.zero_stage in (1, 2):
+        zero["allgather_bucket_size"] = d.allgather_bucket_size
+    if d.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    if d.offload_param:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    out: dict[str, Any] = {
+        "train_batch_size": t.global_batch_size,
+        "train_micro_batch_size_per_gpu": t.micro_batch_size,
+        "gradient_accumulation_steps": gas,
+        "gradient_clipping": t.grad_clip,
+        "zero_optimization": zero,
+        "bf16": {"enabled": d.precision == "bf16"},
+        "fp16": {
+            "enabled": d.precision == "fp16",
+            "loss_scale": 0,  # 0 = dynamic loss scaling
+            "initial_scale_power": d.initial_scale_power,
+            "loss_scale_window": d.loss_scale_window,
+            "hysteresis": 2,
+            "min_loss_scale": 1,
+        },
+        # We hand DeepSpeed a torch AdamW with our own parameter groups (no decay on biases/LayerNorm).
+        "zero_allow_untested_optimizer": True,
+        "checkpoint": {"load_universal": d.universal_checkpoint},
+        "steps_per_print": 1 << 30,  # the trainer logs; DeepSpeed's own step prints stay quiet
+        "wall_clock_breakdown": False,
+    }
+    if d.offload_optimizer:
+        # With offload, DeepSpeed's CPU Adam does the update; it gets the same groups via model_parameters.
+        out["optimizer"] = {
+            "type": "AdamW",
+            "params": {
+                "lr": t.lr,
+                "betas": [t.adam_beta1, t.adam_beta2],
+                "eps": t.adam_eps,
+                "weight_decay": t.weight_decay,
+            },
+        }
+    return out
+
+
+def build_optimizer(cfg: ExperimentConfig, model: nn.Module) -> tuple[torch.optim.Optimizer | None, list[dict[str, Any]]]:
+    """(client optimizer or None when DeepSpeed builds its CPU Adam, parameter groups)."""
+    t = cfg.train
+    groups = param_groups(model, t.weight_decay)
+    if cfg.deepspeed.offload_optimizer:
+        return None, groups
+    kwargs: dict[str, Any] = {"lr": t.lr, "betas": (t.adam_beta1, t.adam_beta2), "eps": t.adam_eps}
+    if torch.cuda.is_available():
+        kwargs["fused"] = True
+    return torch.optim.AdamW(groups, **kwargs), groups
+
+
+def scheduler_factory(cfg: ExperimentConfig):
+    """A callable DeepSpeed applies to the optimiser it ends up with; its state is in every checkpoint."""
+    f = lr_lambda(cfg.train.warmup_steps, cfg.train.max_steps)
+    return lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, f)
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(all parameters, trainable parameters), tied weights counted once."""
+    seen: set[int] = set()
+    total = trainable = 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return total, trainable
+
+
+def memory_estimate(
+    n_params: int, n_trainable: int, zero_stage: int, precision: str, world_size: int, offload_optimizer: bool, offload_param: bool
+) -> dict[str, Any]:
+    """Bytes per rank of model states (no activations) for a ZeRO stage, as in the ZeRO paper's accounting.
+
+    Weights and gradients are kept in the training precision (2 bytes for bf16/fp16, 4 for fp32);
+    Adam keeps m and v in fp32 (8 bytes) plus, with mixed precision, an fp32 master copy (4 bytes).
+    ZeRO-1 partitions optimizer states, ZeRO-2 also gradients, ZeRO-3 also weights, over the ranks.
+    """
+    w_bytes = 4 if precision == "fp32" else 2
+    opt_bytes = 8 + (0 if precision == "fp32" else 4)
+    params = n_params * w_bytes / (world_size if zero_stage >= 3 else 1)
+    grads = n_trainable * w_bytes / (world_size if zero_stage >= 2 else 1)
+    optim = n_trainable * opt_bytes / (world_size if zero_stage >= 1 else 1)
+    gpu = (0 if offload_param else params) + grads + (0 if offload_optimizer else optim)
+    cpu = (params if offload_param else 0) + (optim if offload_optimizer else 0)
+    gib = 1024**3
+    return {
+        "world_size": world_size,
+        "zero_stage": zero_stage,
+        "precision": precision,
+        "params": n_params,
+        "trainable_params": n_trainable,
+        "param_bytes_per_rank": int(params),
+        "grad_bytes_per_rank": int(grads),
+        "optimizer_bytes_per_rank": int(optim),
+        "device_bytes_per_rank": int(gpu),
+        "cpu_offload_bytes_per_rank": int(cpu),
+        "device_gib_per_rank": round(gpu / gib, 3),
+        "note": "model states only; activations come on top (activation checkpointing reduces them)",
+    }

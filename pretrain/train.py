@@ -1,0 +1,410 @@
+"""``python -m pretrain train --config configs/train/X.yaml [key.path=value ...] [--dry-run]``
+
+Runs under the ``deepspeed`` launcher (single node or a hostfile), under torchrun, or as one plain process.
+Everything that can be wrong with the config, the shards or the checkpoint to resume is checked in
+``prepare`` BEFORE the process group starts, and reported as one line.
+
+One optimiser step: the rank reads its slice of the step's global batch (a pure function of the seed and
+the step), masks and pads it into micro-batches, all-reduces the number of masked words and entities of the
+whole step, then runs forward/backward per micro-batch with the loss
+
+    world_size * (mlm_sum / N_mlm + mep_sum / N_mep)
+
+(DeepSpeed averages gradients over ranks; accumulation is not rescaled) so the step's gradient is exactly
+that of MLM_sum/N_mlm + MEP_sum/N_mep over the whole global batch, whatever the world size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import secrets
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from data_prep.atomic import atomic_path
+from data_prep.errors import InputError
+from pretrain import checkpoint as ckpt
+from pretrain.collator import Collator, MaskingConfig, count_targets
+from pretrain.config import ExperimentConfig, dump_yaml, load_config, to_dict
+from pretrain.data import (
+    Manifest,
+    PretrainingData,
+    check_shards,
+    entity_vocab_size,
+    spm_size,
+    word_start_table,
+)
+from pretrain.metrics import (
+    MetricsLog,
+    Window,
+    memory_stats,
+    peak_flops_per_device,
+    start_wandb,
+    summarize,
+    truncate_metrics,
+)
+from pretrain.model import (
+    MLukeConfig,
+    MLukeForMaskedLM,
+    entity_parameter_names,
+    init_from_xlmr,
+    model_flops_per_token,
+)
+from pretrain.optim import (
+    build_optimizer,
+    count_params,
+    deepspeed_config,
+    gradient_accumulation_steps,
+    memory_estimate,
+    scheduler_factory,
+)
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="YAML experiment config (configs/train/*.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="override config values")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved config, the generated DeepSpeed config and a per-rank memory estimate; train nothing",
+    )
+    parser.add_argument("--world-size", type=int, default=None, help="ranks to plan for in --dry-run (default: WORLD_SIZE or 1)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    if args.dry_run:
+        world = args.world_size or int(os.environ.get("WORLD_SIZE", "1"))
+        print(json.dumps(dry_run(cfg, world), indent=2))
+        return 0
+    train(cfg)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- planning
+
+
+@dataclass
+class DistEnv:
+    rank: int
+    local_rank: int
+    world_size: int
+
+    @classmethod
+    def from_environ(cls) -> DistEnv:
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
+
+
+@dataclass
+class Plan:
+    """Everything decided before the process group starts."""
+
+    cfg: ExperimentConfig
+    env: DistEnv
+    manifest: Manifest
+    data: PretrainingData
+    masking: MaskingConfig
+    model_config: MLukeConfig
+    grad_accum: int
+    ds_config: dict[str, Any]
+    resume: tuple[str, ckpt.TrainerState] | None
+    init_checkpoint: Path | None
+
+
+def model_config(cfg: ExperimentConfig, n_words: int, n_entities: int) -> MLukeConfig:
+    m = cfg.model
+    if m.init_from:
+        mc = MLukeConfig.from_xlmr(m.init_from, n_entities, m.entity_emb_size, gradient_checkpointing=m.gradient_checkpointing)
+        if mc.vocab_size < n_words:
+            raise InputError(f"{m.init_from}/config.json: vocab_size {mc.vocab_size} < {n_words} ids of the shards' spm model")
+        return mc
+    return MLukeConfig(
+        vocab_size=n_words,
+        hidden_size=m.hidden_size,
+        num_hidden_layers=m.num_hidden_layers,
+        num_attention_heads=m.num_attention_heads,
+        intermediate_size=m.intermediate_size,
+        max_position_embeddings=m.max_position_embeddings,
+        hidden_dropout_prob=m.hidden_dropout_prob,
+        attention_probs_dropout_prob=m.attention_probs_dropout_prob,
+        entity_vocab_size=n_entities,
+        entity_emb_size=m.entity_emb_size,
+        gradient_checkpointing=m.gradient_checkpointing,
+    )
+
+
+def prepare(cfg: ExperimentConfig, env: DistEnv) -> Plan:
+    """Validate config, shards, model files and the checkpoint to resume; raise one-line ``InputError``."""
+    grad_accum = gradient_accumulation_steps(cfg, env.world_size)
+    ds_config = deepspeed_config(cfg, env.world_size)
+    if cfg.model.init_from and not Path(cfg.model.init_from).is_dir():
+        raise InputError(f"{cfg.model.init_from}: model.init_from directory not found")
+    manifest = check_shards(cfg.data.shards, cfg.data.languages, cfg.model.init_from, cfg.data.entity_vocab)
+    n_words = spm_size(manifest.spm_path) + 2  # fairseq ids 0..spm_size plus <mask>
+    mc = model_config(cfg, n_words, entity_vocab_size(manifest.entity_vocab_path))
+    # fairseq positions start at pad_id + 1, so a sequence of n tokens (with <s>, </s>) needs n + 2 rows.
+    if manifest.limits.max_seq_length + mc.pad_token_id + 1 > mc.max_position_embeddings:
+        raise InputError(
+            f"{manifest.root}/manifest.json: max_seq_length {manifest.limits.max_seq_length} does not fit the "
+            f"model's max_position_embeddings {mc.max_position_embeddings}"
+        )
+    data = PretrainingData(manifest, cfg.data.languages, cfg.data.alpha, cfg.data.seed)
+    masking = MaskingConfig(
+        spm_size=n_words - 2,
+        max_mention_length=manifest.limits.max_mention_length,
+        mlm_probability=cfg.data.mlm_probability,
+        mep_probability=cfg.data.mep_probability,
+        mask_ratio=cfg.data.mask_ratio,
+        random_ratio=cfg.data.random_ratio,
+        seed=cfg.data.seed,
+    )
+    resume = ckpt.resume_state(
+        cfg.output_dir, env.world_size, cfg.deepspeed.zero_stage, data.fingerprint(), cfg.deepspeed.universal_checkpoint
+    )
+    init_checkpoint = None
+    if resume is None and cfg.train.init_checkpoint:
+        c, tag = ckpt.resolve_init_checkpoint(cfg.train.init_checkpoint)
+        init_checkpoint = c / tag
+    if resume is not None and resume[1].stage != cfg.train.stage:
+        raise InputError(
+            f"{cfg.output_dir}: holds a stage-{resume[1].stage} run; start stage {cfg.train.stage} in a new output_dir "
+            "with train.init_checkpoint pointing here"
+        )
+    return Plan(cfg, env, manifest, data, masking, mc, grad_accum, ds_config, resume, init_checkpoint)
+
+
+def dry_run(cfg: ExperimentConfig, world_size: int) -> dict[str, Any]:
+    """Resolved config, DeepSpeed config and a memory estimate; works without shards or XLM-R files."""
+    ds = deepspeed_config(cfg, world_size)
+    notes: list[str] = []
+    n_entities, n_words = 500_000, 250_002
+    try:
+        m = check_shards(cfg.data.shards, cfg.data.languages, cfg.model.init_from, cfg.data.entity_vocab)
+        n_entities, n_words = entity_vocab_size(m.entity_vocab_path), spm_size(m.spm_path) + 2
+    except InputError as e:
+        notes.append(f"shards not checked ({e}); assuming {n_entities} entities, {n_words} word ids")
+    if cfg.model.init_from and not (Path(cfg.model.init_from) / "config.json").is_file():
+        notes.append(f"{cfg.model.init_from}/config.json not found; sizes from model.hidden_size etc.")
+        mc = model_config(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=None)), n_words, n_entities)
+    else:
+        mc = model_config(cfg, n_words, n_entities)
+    with torch.device("meta"):
+        model = MLukeForMaskedLM(mc)
+    apply_stage(model, cfg.train.stage)
+    total, trainable = count_params(model)
+    d = cfg.deepspeed
+    mem = memory_estimate(total, trainable, d.zero_stage, d.precision, world_size, d.offload_optimizer, d.offload_param)
+    return {
+        "config": to_dict(cfg),
+        "deepspeed": ds,
+        "model": mc.to_dict(),
+        "memory": mem,
+        "flops_per_token": model_flops_per_token(mc, 512, 128, cfg.data.mlm_probability),
+        "notes": notes,
+    }
+
+
+def apply_stage(model: MLukeForMaskedLM, stage: int) -> None:
+    """Stage 1 freezes the word side: only entity parameters keep requires_grad (and reach the optimiser)."""
+    entity = set(entity_parameter_names(model))
+    for name, p in model.named_parameters():
+        p.requires_grad = stage == 2 or name in entity
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_process_group(cfg: ExperimentConfig, env: DistEnv) -> torch.device:
+    import deepspeed
+
+    if "MASTER_ADDR" not in os.environ:  # a plain single process: be our own rendezvous
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(env.local_rank)
+    deepspeed.init_distributed(
+        dist_backend="nccl" if cuda else "gloo",
+        auto_mpi_discovery=False,
+        timeout=timedelta(seconds=cfg.deepspeed.timeout_s),
+        verbose=False,
+    )
+    return torch.device("cuda", env.local_rank) if cuda else torch.device("cpu")
+
+
+def build_model(plan: Plan) -> MLukeForMaskedLM:
+    cfg = plan.cfg
+    torch.manual_seed(cfg.data.seed)  # every rank builds the same initial weights
+    model = MLukeForMaskedLM(plan.model_config)
+    if plan.init_checkpoint is not None:
+        ckpt.load_into(model, ckpt.load_consolidated_weights(plan.init_checkpoint), str(plan.init_checkpoint))
+    elif cfg.model.init_from:
+        init_from_xlmr(model, cfg.model.init_from)
+    apply_stage(model, cfg.train.stage)
+    return model
+
+
+def dropout_seed(seed: int, first_index: int) -> int:
+    """Dropout of a micro-batch is seeded by its first global sample: same masks after resume / on any world size."""
+    return int(np.random.SeedSequence([seed, first_index, 0xD0]).generate_state(1)[0])
+
+
+def _log_line(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text + "\n")
+
+
+def train(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Train until ``train.stop_at_step`` or ``train.max_steps``; returns the last logged record (rank 0)."""
+    env = DistEnv.from_environ()
+    plan = prepare(cfg, env)
+    out = Path(cfg.output_dir)
+    device = init_process_group(cfg, env)
+    import deepspeed
+    import torch.distributed as dist
+
+    rank0 = env.rank == 0
+    if rank0:
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "config.yaml") as tmp:
+            tmp.write_text(dump_yaml(cfg), encoding="utf-8")
+
+    model = build_model(plan)
+    optimizer, groups = build_optimizer(cfg, model)
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        model_parameters=groups if optimizer is None else None,
+        lr_scheduler=scheduler_factory(cfg),
+        config=plan.ds_config,
+    )
+    ckpt_dir = ckpt.checkpoints_dir(out)
+    step, run_id = 0, secrets.token_hex(4)
+    if plan.resume is not None:
+        tag, state = plan.resume
+        _, client = engine.load_checkpoint(str(ckpt_dir), tag=tag)
+        step, run_id = int(client["step"]), client.get("wandb_run_id") or run_id
+        if rank0:
+            truncate_metrics(out / "metrics.jsonl", step)
+
+    t = cfg.train
+    stop = t.stop_at_step or t.max_steps
+    B, m, W = t.global_batch_size, t.micro_batch_size, env.world_size
+    collate = Collator(plan.masking, word_start_table(str(plan.manifest.spm_path)) if cfg.data.whole_word_masking else None)
+    log = MetricsLog(out / "metrics.jsonl", start_wandb(to_dict(cfg), cfg.wandb, out, run_id) if rank0 else None) if rank0 else None
+    peak = peak_flops_per_device(None)
+    window = Window()
+    last: dict[str, Any] = {}
+    saved_at = step if plan.resume is not None else -1
+    mc = plan.model_config
+    if rank0:
+        _log_line(out / "train.log", f"{time.strftime('%Y-%m-%d %H:%M:%S')} start at step {step} of {t.max_steps} "
+                  f"(stop at {stop}), world size {W}, grad accumulation {plan.grad_accum}, languages "
+                  f"{plan.data.probabilities}")
+    from tqdm import tqdm
+
+    bar = tqdm(total=stop, initial=step, disable=not rank0, desc="train", unit="step", dynamic_ncols=True)
+    engine.train()
+    start_time = time.time()
+    while step < stop:
+        t0 = time.time()
+        lr = scheduler.get_last_lr()[0]
+        samples = plan.data.step_samples(step, B, env.rank, W)
+        micro = [samples[i : i + m] for i in range(0, len(samples), m)]
+        batches = [collate(mb) for mb in micro]
+        counts = torch.tensor([sum(count_targets(b)[k] for b in batches) for k in (0, 1)], dtype=torch.float64, device=device)
+        dist.all_reduce(counts)  # masked positions of the whole optimiser step, all ranks
+        n_mlm, n_mep = max(counts[0].item(), 1.0), max(counts[1].item(), 1.0)
+        for mb, batch in zip(micro, batches):
+            torch.manual_seed(dropout_seed(cfg.data.seed, mb[0].index))
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            o = engine(**batch)
+            loss = W * (o.mlm_loss_sum / n_mlm + o.mep_loss_sum / n_mep)
+            engine.backward(loss, scale_wrt_gas=False)
+            engine.step()
+            n_tok = batch["attention_mask"].sum(dim=1).tolist()
+            n_ent = batch["entity_attention_mask"].sum(dim=1).tolist()
+            flops = sum(model_flops_per_token(mc, int(a), int(e), cfg.data.mlm_probability) * a for a, e in zip(n_tok, n_ent))
+            window.add(
+                mlm_loss_sum=o.mlm_loss_sum.item(), mlm_count=o.mlm_count.item(), mlm_correct=o.mlm_correct.item(),
+                mep_loss_sum=o.mep_loss_sum.item(), mep_count=o.mep_count.item(), mep_correct=o.mep_correct.item(),
+                tokens=sum(n_tok), samples=len(mb), flops=flops,
+            )
+        step += 1
+        gn = engine.get_global_grad_norm()
+        window.grad_norm += float(gn) if gn is not None else float("nan")
+        window.steps += 1
+        window.seconds += time.time() - t0
+        if step % t.log_every == 0 or step == stop:
+            total = window.reduced(device)
+            rec = {
+                "step": step,
+                "time": time.time(),
+                **summarize(total, window.steps, window.seconds, W, peak),
+                "lr": lr,
+                "grad_norm": window.grad_norm / window.steps,
+                "consumed_samples": step * B,
+                **memory_stats(),
+            }
+            if rank0:
+                log.log(rec)
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{lr:.2e}")
+            last = rec
+            window.reset()
+        bar.update(1)
+        if step % t.save_every == 0 or step == stop:
+            save(engine, plan, ckpt_dir, step, run_id)
+            saved_at = step
+    bar.close()
+    if saved_at != step:  # resumed at the end already: nothing new to save
+        save(engine, plan, ckpt_dir, step, run_id)
+    if rank0:
+        summary = (f"trained to step {step}/{t.max_steps} in {time.time() - start_time:.1f}s; "
+                   f"loss {last.get('loss', float('nan')):.4f}; checkpoints in {ckpt_dir}")
+        _log_line(out / "train.log", summary)
+        print(summary, file=sys.stderr)
+        log.close()
+    dist.barrier()
+    return last
+
+
+def save(engine, plan: Plan, ckpt_dir: Path, step: int, run_id: str) -> None:
+    """DeepSpeed checkpoint + trainer_state.json, then ``latest`` (so ``latest`` only names complete tags)."""
+    import torch.distributed as dist
+
+    tag = ckpt.tag_for(step)
+    state = ckpt.TrainerState(
+        step=step,
+        consumed_samples=step * plan.cfg.train.global_batch_size,
+        world_size=plan.env.world_size,
+        zero_stage=plan.cfg.deepspeed.zero_stage,
+        data_fingerprint=plan.data.fingerprint(),
+        wandb_run_id=run_id,
+        stage=plan.cfg.train.stage,
+    )
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=asdict(state), save_latest=False)
+    dist.barrier()
+    if plan.env.rank == 0:
+        ckpt.write_state(ckpt_dir / tag, state)
+        with atomic_path(ckpt_dir / "latest") as tmp:
+            tmp.write_text(tag, encoding="utf-8")
+        ckpt.prune(ckpt_dir, plan.cfg.train.keep_last)
+    dist.barrier()
