@@ -214,8 +214,8 @@ def interwiki_from_page_props(
 
 def interwiki_from_wikidata(
     wikidata: str | Path,
-    languages: Iterable[str],
     out: str | Path,
+    languages: Iterable[str],
     progress: bool = True,
 ) -> InterwikiStats:
     """Build the interwiki table from the Wikidata JSON dump's sitelinks of the given languages."""
@@ -325,7 +325,7 @@ def run_cli(args: argparse.Namespace) -> int:
             raise InputError("--languages is required with --wikidata")
         if args.lang:
             raise InputError("--lang only applies to --page-props")
-        stats = interwiki_from_wikidata(args.wikidata, languages, args.out, progress=not args.no_progress)
+        stats = interwiki_from_wikidata(args.wikidata, args.out, languages, progress=not args.no_progress)
     else:
         if not args.corpus:
             raise InputError("--corpus is required with --page-props (page ids are resolved to titles through it)")

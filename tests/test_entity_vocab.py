@@ -277,3 +277,97 @@ def test_cli_errors_are_one_line_exit_2(corpora, tmp_path, args, message):
     assert r.stderr.startswith("error: ") and message in r.stderr
     assert r.stderr.count("\n") == 1
     assert not (tmp_path / "v.jsonl").exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The bundled sample: interwiki sources generated from entities.tsv, corpora extracted from its dumps.
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data_prep" / "sample"
+SAMPLE_LANGS = ("en", "de", "ru", "ja", "zh", "ar", "th")
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    from data_prep.extract import extract
+    from data_prep.interwiki import interwiki_from_page_props, interwiki_from_wikidata
+
+    root = tmp_path_factory.mktemp("sample")
+    corpora = {}
+    for lang in SAMPLE_LANGS:
+        dump = SAMPLE / "dumps" / f"{lang}wiki-20261101-pages-articles.xml"
+        corpora[lang] = root / lang
+        extract(dump=dump, out=corpora[lang], workers=1, progress=False)
+    props = sorted((SAMPLE / "interwiki").glob("*wiki-20261101-page_props.sql.gz"))
+    assert len(props) == len(SAMPLE_LANGS)
+    pp = root / "iw_page_props.parquet"
+    pp_stats = interwiki_from_page_props(props, list(corpora.values()), pp, languages=SAMPLE_LANGS, progress=False)
+    wd = root / "iw_wikidata.parquet"
+    wd_stats = interwiki_from_wikidata(SAMPLE / "interwiki" / "wikidata-20261101-all.json.bz2", wd, SAMPLE_LANGS, progress=False)
+    vocab = root / "vocab.jsonl"
+    build_entity_vocab(list(corpora.values()), vocab, 100_000, interwiki=pp, keep_red_links=True, workers=2, progress=False)
+    return {"corpora": corpora, "pp": pp, "wd": wd, "pp_stats": pp_stats, "wd_stats": wd_stats, "vocab": vocab}
+
+
+def sample_entities() -> dict[str, list[tuple[str, str]]]:
+    by_qid: dict[str, list[tuple[str, str]]] = {}
+    for line in (SAMPLE / "entities.tsv").read_text(encoding="utf-8").splitlines()[1:]:
+        qid, lang, title = line.split("\t")
+        by_qid.setdefault(qid, []).append((lang, title))
+    return by_qid
+
+
+def test_sample_interwiki_sources_are_up_to_date():
+    r = subprocess.run([sys.executable, str(SAMPLE / "make_interwiki_sources.py"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_sample_interwiki_page_props_equals_wikidata(sample):
+    import pyarrow.parquet as pq
+
+    pp = pq.read_table(sample["pp"]).to_pylist()
+    wd = pq.read_table(sample["wd"]).to_pylist()
+    articles = {(lang, t) for lang, c in sample["corpora"].items() for t in ev.article_titles(c).to_pylist()}
+    # Wikidata also links category pages; page_props can only name pages the corpora hold (articles).
+    assert pp == [r for r in wd if (r["lang"], r["title"]) in articles]
+    expected = sorted((lang, title, qid) for qid, names in sample_entities().items() for lang, title in names)
+    assert sorted((r["lang"], r["title"], r["qid"]) for r in pp) == expected
+    assert sample["wd_stats"].bad_lines == 1 and sample["pp_stats"].bad_lines == 0
+    assert sum(sample["pp_stats"].unresolved_pages.values()) > 0  # category/template items
+
+
+def test_sample_cross_language_entities_share_one_id_with_exact_counts(sample):
+    from collections import Counter
+
+    import pyarrow.parquet as pq
+
+    from data_prep.redirects import read_redirects
+
+    # Independent count: a plain Python loop over every link with the lead's RedirectResolver.
+    counts: Counter = Counter()
+    for lang, corpus in sample["corpora"].items():
+        resolver = RedirectResolver(read_redirects(corpus))
+        for f in sorted(corpus.glob("pages-*.parquet")):
+            for paragraphs in pq.read_table(f, columns=["paragraphs"]).column("paragraphs").to_pylist():
+                for para in paragraphs:
+                    for link in para["links"]:
+                        target = resolver.resolve(link["title"])
+                        if target is not None:
+                            counts[(lang, target)] += 1
+    vocab = read_entity_vocab(sample["vocab"])
+    entries = {e.qid: e for e in vocab.entries if e.qid}
+    shared = 0
+    for qid, names in sample_entities().items():
+        total = sum(counts[name] for name in names)
+        if total == 0:
+            assert qid not in entries
+            continue
+        entry = entries[qid]
+        assert entry.count == total, qid
+        assert list(entry.entities) == sorted(((t, lang) for lang, t in names), key=lambda x: (x[1], x[0]))
+        assert {vocab.lookup(lang, t) for lang, t in names} == {entry.id}
+        shared += len(names) > 1
+    assert shared >= 20
+    # Every counted target is in the vocabulary (nothing cut): plain entities carry their own counts.
+    plain = {(e.entities[0][1], e.entities[0][0]): e.count for e in vocab.entries[4:] if e.qid is None}
+    qid_names = {(lang, t) for names in sample_entities().values() for lang, t in names}
+    assert plain == {k: v for k, v in counts.items() if k not in qid_names}

@@ -151,7 +151,7 @@ def test_wikidata_route_equals_page_props_route(corpora, tmp_path, compress):
     interwiki_from_page_props(page_props_files(tmp_path), [corpora["en"], corpora["ja"]], a, progress=False)
     lines = wikidata_lines() + [entity_line("Q1490x", {"enwiki": "Tokio"})]  # not a QID: ignored
     dump = write_wikidata(tmp_path / "wd.json.x", lines, compress)
-    stats = interwiki_from_wikidata(dump, ["ja", "en"], b, progress=False)
+    stats = interwiki_from_wikidata(dump, b, ["ja", "en"], progress=False)
     # The Wikidata dump has no sitelink for the redirect "Tokio"; every other row agrees.
     rows_a = [r for r in pq.read_table(a).to_pylist() if r["title"] != "Tokio"]
     assert pq.read_table(b).to_pylist() == rows_a
@@ -161,7 +161,7 @@ def test_wikidata_route_equals_page_props_route(corpora, tmp_path, compress):
 def test_conflicting_rows_keep_the_lowest_qid(tmp_path):
     lines = [entity_line("Q20", {"enwiki": "Twin"}), entity_line("Q3", {"enwiki": "Twin"})]
     out = tmp_path / "iw.parquet"
-    stats = interwiki_from_wikidata(write_wikidata(tmp_path / "wd.json.bz2", lines), ["en"], out, progress=False)
+    stats = interwiki_from_wikidata(write_wikidata(tmp_path / "wd.json.bz2", lines), out, ["en"], progress=False)
     assert pq.read_table(out).to_pylist() == [{"lang": "en", "title": "Twin", "qid": "Q3"}]
     assert stats.conflicts == 1
 
