@@ -466,7 +466,10 @@ def decompress_range(f, start: int, end: int, dump: Path, index: Path) -> bytes:
         rest = d.unused_data
         pos = len(raw) - len(rest)
         if rest and not rest.startswith(_BZ2_STREAM_MAGIC):
-            raise InputError(f"{dump}: unexpected bytes after the bz2 stream at offset {start} (index does not match the dump?)")
+            raise InputError(
+                f"{index}: bytes after the bz2 stream at offset {start} of {dump} are not a stream start; "
+                "index does not match the dump"
+            )
     return b"".join(out)
 
 
@@ -474,6 +477,7 @@ def read_multistream_header(dump: Path, first_offset: int, index: Path) -> SiteI
     with open(dump, "rb") as f:
         if f.read(3) != _BZ2_STREAM_MAGIC:
             raise InputError(f"{dump}: not a bz2 file, but an index was given (multistream dumps are .xml.bz2)")
+        check_stream_start(f, first_offset, dump, index)
         header = decompress_range(f, 0, first_offset, dump, index)
     encoding, bom = _detect_encoding(header[:256])
     if encoding not in ("utf-8", "ascii") or bom < 0:
