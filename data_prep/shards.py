@@ -77,6 +77,18 @@ class LanguageSummary:
     input_hash: str
     skipped: bool = False  # True when an existing output was reused
 
+    @property
+    def sequences(self) -> int:
+        return sum(self.splits[k]["sequences"] for k in SPLITS)
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.splits[k]["tokens"] for k in SPLITS)
+
+    @property
+    def entities(self) -> int:
+        return sum(self.splits[k]["entities"] for k in SPLITS)
+
 
 @dataclass
 class ShardSummary:
@@ -85,9 +97,9 @@ class ShardSummary:
     languages: dict[str, LanguageSummary] = field(default_factory=dict)
 
     def line(self) -> str:
-        seqs = sum(s.splits[k]["sequences"] for s in self.languages.values() for k in SPLITS)
-        toks = sum(s.splits[k]["tokens"] for s in self.languages.values() for k in SPLITS)
-        ents = sum(s.splits[k]["entities"] for s in self.languages.values() for k in SPLITS)
+        seqs = sum(s.sequences for s in self.languages.values())
+        toks = sum(s.tokens for s in self.languages.values())
+        ents = sum(s.entities for s in self.languages.values())
         reused = [lang for lang, s in self.languages.items() if s.skipped]
         extra = f", reused {','.join(reused)}" if reused else ""
         return (
@@ -378,7 +390,8 @@ def _save_dataset(arrow_file: Path, dest: Path, fingerprint: str) -> None:
     # An explicit fingerprint keeps state.json byte-stable (datasets would otherwise hash the temp path).
     ds = datasets.Dataset(table, info=datasets.DatasetInfo(features=features), fingerprint=fingerprint)
     try:
-        ds.save_to_disk(str(dest))
+        # an empty split still gets one (empty) data file: datasets cannot load a zero-shard directory
+        ds.save_to_disk(str(dest), num_shards=1 if len(ds) == 0 else None)
     finally:
         if was_enabled:
             datasets.enable_progress_bars()
@@ -432,16 +445,16 @@ def _build_language(
     with atomic_path(dest) as tmp:
         tmp.mkdir()
         writers = {name: _SplitWriter(tmp / f".{name}.arrow") for name in SPLITS}
-        bar = tqdm(total=corpus.num_pages, unit="page", desc=f"shards {corpus.lang}", disable=not progress)
-        for results, counts in _ordered_map(_process_batch, iter_page_batches(corpus, batch_pages), workers, processor):
-            dropped.update(counts)
-            for page_id, valid, seqs in results:
-                w = writers["validation" if valid else "train"]
-                for seq in seqs:
-                    w.add(seq, page_id)
-            pages += len(results)
-            bar.update(len(results))
-        bar.close()
+        # disable=None: a bar on a terminal only, so piped stderr keeps the one-line error contract
+        with tqdm(total=corpus.num_pages, unit="page", desc=f"shards {corpus.lang}", disable=None if progress else True) as bar:
+            for results, counts in _ordered_map(_process_batch, iter_page_batches(corpus, batch_pages), workers, processor):
+                dropped.update(counts)
+                for page_id, valid, seqs in results:
+                    w = writers["validation" if valid else "train"]
+                    for seq in seqs:
+                        w.add(seq, page_id)
+                pages += len(results)
+                bar.update(len(results))
         hashes = {name: w.close() for name, w in writers.items()}
         for name, w in writers.items():
             _save_dataset(w.path, tmp / name, hashes[name])

@@ -86,7 +86,7 @@ MULTILINGUAL: dict[str, list[tuple[int, str, list[str]]]] = {
         ]),
         (2, "Grey River", [
             "The [[Grey River]] rises in the [[North Hills]] and flows past [[Harbour town]]. It is slow and wide.",
-            "[[Otters]] live along its banks. Non-[[Native plants|native]] reeds and half-[[Rare Bird|bird]]s grow there too.",
+            "[[Otters]] live along its banks. Non-[[Native plants|native]] reeds and half-[[Rare Bird|bird]]s grow there too. See also [[Loop A]].",
         ]),
         (3, "Empty page", ["No links at all in this paragraph. Just words."]),
     ],

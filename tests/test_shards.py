@@ -1,0 +1,321 @@
+"""``data_prep shards``: exact mention spans, packing limits, split, determinism, resume, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from corpus_builders import (
+    MULTILINGUAL,
+    MULTILINGUAL_ENTITIES,
+    MULTILINGUAL_REDIRECTS,
+    para,
+    write_corpus,
+    write_multilingual,
+    write_vocab,
+)
+
+from data_prep.shards import build_shards
+from data_prep.spm import XlmrSentencePiece, train_spm
+
+
+@pytest.fixture(scope="module")
+def fixture(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    dirs, vocab = write_multilingual(root)
+    train_spm(dirs, 400, root / "spm.model", seed=0)
+    return root, dirs, vocab, root / "spm.model"
+
+
+def load(out: Path, lang: str, split: str = "train"):
+    import datasets
+
+    return datasets.load_from_disk(str(out / lang / split))
+
+
+def rows_by_page(out: Path, lang: str) -> dict[int, list[dict]]:
+    pages: dict[int, list[dict]] = {}
+    for split in ("train", "validation"):
+        for row in load(out, lang, split):
+            pages.setdefault(row["page_id"], []).append(row)
+    return pages
+
+
+def expected_mentions(lang: str, paragraphs: list[str]) -> list[tuple[int, str]]:
+    """(entity id, anchor) of every link that survives: worked out from the fixture tables directly."""
+    ids = {(title, lg): 4 + i for i, (_, names) in enumerate(MULTILINGUAL_ENTITIES) for title, lg in names}
+    redirects = MULTILINGUAL_REDIRECTS.get(lang, {})
+    out = []
+    for markup in paragraphs:
+        p = para(markup)
+        for link in p["links"]:
+            target = redirects.get(link["title"], link["title"])
+            if (target, lang) in ids:
+                out.append((ids[(target, lang)], p["text"][link["start"] : link["end"]]))
+    return out
+
+
+def test_mentions_decode_to_their_anchor_text_in_every_script(fixture, tmp_path):
+    root, dirs, vocab, spm = fixture
+    out = tmp_path / "out"
+    summary = build_shards(dirs, vocab, spm, out, valid_fraction=0.0, keep_no_entity=True, progress=False)
+    tok = XlmrSentencePiece.load(spm)
+    assert set(summary.languages) == set(MULTILINGUAL)
+    checked = 0
+    for lang, pages in MULTILINGUAL.items():
+        got_pages = rows_by_page(out, lang)
+        for page_id, _, paragraphs in pages:
+            rows = got_pages[page_id]
+            got = [
+                (e, tok.decode(r["word_ids"][s:t]))
+                for r in rows
+                for e, s, t in zip(r["entity_ids"], r["entity_starts"], r["entity_ends"])
+            ]
+            want = [(e, tok.normalize(anchor).strip()) for e, anchor in expected_mentions(lang, paragraphs)]
+            assert got == want, (lang, page_id)
+            checked += len(got)
+            # The cuts add no "▁": the page decodes exactly like its paragraphs encoded whole (the
+            # segmentation inside a cut word may differ, the text may not). Paragraphs start words.
+            ids = [i for r in rows for i in r["word_ids"]]
+            whole = " ".join(tok.decode(tok.encode(para(p)["text"])) for p in paragraphs)
+            assert tok.decode(ids) == whole, (lang, page_id)
+            for r in rows:  # mentions are in order, inside the sequence, non-empty
+                assert all(0 <= s < t <= len(r["word_ids"]) for s, t in zip(r["entity_starts"], r["entity_ends"]))
+    assert checked == 42  # counted by hand from the fixture tables
+    # continuation pieces (link inside a word or in text without spaces) start without "▁"
+    ja = rows_by_page(out, "ja")[40][0]
+    bay = ja["entity_ids"].index(5)
+    assert not tok.id_to_piece(ja["word_ids"][ja["entity_starts"][bay]]).startswith("\u2581")
+    en = rows_by_page(out, "en")[2][0]
+    bird = en["entity_ids"].index(10)
+    assert tok.decode(en["word_ids"][en["entity_starts"][bird] : en["entity_ends"][bird]]) == "bird"
+    assert not tok.id_to_piece(en["word_ids"][en["entity_starts"][bird]]).startswith("\u2581")
+    dropped = summary.languages["en"].dropped
+    assert dropped["links_not_in_vocab"] == 3  # Salt Festival, North Hills, Native plants
+    assert dropped["links"] == 15 and dropped["links_redirect_loop"] == 1  # "Loop A" <-> "Loop B"
+
+
+def test_output_format_and_manifest(fixture, tmp_path):
+    root, dirs, vocab, spm = fixture
+    out = tmp_path / "out"
+    summary = build_shards(dirs[:2], vocab, spm, out, valid_fraction=0.5, progress=False)
+    ds = load(out, "en")
+    schema = ds.data.schema
+    for name in ("word_ids", "entity_ids", "entity_starts", "entity_ends"):
+        assert schema.field(name).type == pa.list_(pa.int32()), name
+    assert schema.field("page_id").type == pa.int64()
+    manifest = json.loads((out / "manifest.json").read_text())
+    tok = XlmrSentencePiece.load(spm)
+    assert manifest["spm"]["sha256"] == hashlib.sha256(spm.read_bytes()).hexdigest()
+    assert manifest["spm"]["mask_id"] == tok.mask_id and manifest["spm"]["vocab_size"] == tok.vocab_size
+    assert (out / "sentencepiece.bpe.model").read_bytes() == spm.read_bytes()
+    assert (out / "entity_vocab.jsonl").read_bytes() == vocab.read_bytes()
+    assert manifest["entity_vocab"]["sha256"] == hashlib.sha256(vocab.read_bytes()).hexdigest()
+    assert manifest["limits"] == {
+        "max_seq_length": 512, "max_entity_length": 128, "max_mention_length": 30, "valid_fraction": 0.5,
+        "keep_no_entity": False,
+    }
+    assert manifest["fingerprint"] == summary.fingerprint
+    for lang in ("en", "de"):
+        m = manifest["languages"][lang]
+        for split in ("train", "validation"):
+            d = load(out, lang, split)
+            assert m[split]["sequences"] == len(d)
+            assert m[split]["tokens"] == sum(map(len, d["word_ids"]))
+            assert m[split]["entities"] == sum(map(len, d["entity_ids"]))
+    assert not [p.name for p in out.rglob(".*")]  # no temporaries left
+
+
+def _sentence_tokens(tok, sentence: str) -> list[int]:
+    return tok.encode(sentence).tolist()
+
+
+def test_packing_limits_give_exact_sequences(fixture, tmp_path):
+    root, _, vocab, spm = fixture
+    tok = XlmrSentencePiece.load(spm)
+    # Links start and end on word boundaries, where a unigram model's segmentation of a
+    # whitespace-split text does not depend on the cut, so whole-sentence encodings are the oracle.
+    s = [
+        "The [[Bay|bay]] is calm.",
+        "Boats leave at dawn near the [[Harbour town]].",
+        "The [[Grey River]] rises in the hills and flows past the [[Lighthouse|lighthouse]] and the [[Old Mill|mill]] into the [[Bay|bay]].",
+        "Otters live here.",
+        "Nothing else happens.",
+        "The [[Harbour town]] is old.",
+        "Quiet words only here.",
+    ]
+    pages = [(100, "A", [" ".join(s[0:3]), " ".join(s[3:5])]), (101, "B", [s[5]]), (102, "C", [s[6]])]
+    corpus = write_corpus(tmp_path / "en", "en", pages, MULTILINGUAL_REDIRECTS["en"])
+    plain = [para(x)["text"] for x in s]
+    enc = [_sentence_tokens(tok, x) for x in plain]
+    L = [len(e) for e in enc]
+    limit = L[0] + L[1]
+    assert L[2] > limit and L[3] + L[4] <= limit  # the corpus exercises what it should
+
+    def spans(i: int, offset: int = 0):
+        p = para(s[i])
+        out = []
+        for link in p["links"]:
+            a = len(tok.encode(p["text"][: link["start"]]))
+            b = a + len(tok.encode(p["text"][link["start"] : link["end"]]))
+            out.append((offset + a, offset + b))
+        return out
+
+    ids = {"Bay": 5, "Harbour town": 4, "Grey River": 7, "Lighthouse": 6, "Old Mill": 8}
+    # "lighthouse" is 6 tokens with this model, every other anchor at most 4: a limit of 5 drops it alone
+    mention_len = [b - a for a, b in spans(2)]
+    assert mention_len[1] == 6 and max(mention_len[:1] + mention_len[2:]) <= 5
+    out = tmp_path / "out"
+    summary = build_shards(
+        [corpus], vocab, spm, out, max_seq_length=limit + 2, max_entity_length=3,
+        max_mention_length=5, valid_fraction=0.0, progress=False,
+    )
+    rows = list(load(out, "en"))
+    # sentence 2 is overlong: it is cut at the last token boundary <= limit outside a mention
+    s2 = spans(2)
+    cut = limit
+    while any(a < cut < b for a, b in s2):
+        cut -= 1
+    assert 0 < cut
+    kept2 = [(a, b) for a, b in s2 if b - a <= 5]
+    names2 = ["Grey River", "Lighthouse", "Old Mill", "Bay"]
+    names2 = [n for n, (a, b) in zip(names2, s2) if b - a <= 5]
+
+    def mentions(pairs, names, offset=0):
+        return [(ids[n], a - offset, b - offset) for n, (a, b) in zip(names, pairs)]
+
+    first = mentions(spans(0), ["Bay"]) + mentions(spans(1, L[0]), ["Harbour town"])
+    part1 = [m for m in mentions(kept2, names2) if m[2] <= cut]
+    part2 = [(e, a - cut, b - cut) for e, a, b in mentions(kept2, names2) if a >= cut]
+    # the rest of sentence 2 is packed on with sentences 3 and 4 (the next paragraph, same page)
+    assert len(enc[2]) - cut + L[3] + L[4] <= limit and part1 and part2
+    expected = [
+        (enc[0] + enc[1], first),
+        (enc[2][:cut], part1[:3]),
+        (enc[2][cut:] + enc[3] + enc[4], part2[:3]),
+        (enc[5], mentions(spans(5), ["Harbour town"])),
+    ]  # page 102 has no entity: dropped
+    got = [(r["word_ids"], list(zip(r["entity_ids"], r["entity_starts"], r["entity_ends"]))) for r in rows]
+    assert got == expected
+    assert [r["page_id"] for r in rows] == [100, 100, 100, 101]  # never across pages
+    assert all(len(r["word_ids"]) <= limit for r in rows)
+    d = summary.languages["en"].dropped
+    assert d["sentences_split"] == 1
+    assert d["mentions_too_long"] == 1
+    assert d["sequences_without_entities"] == 1 and d["tokens_without_entities"] == L[6]
+    assert d.get("entities_over_limit", 0) == max(0, len(part1) - 3) + max(0, len(part2) - 3)
+
+    # the entity cap: one entity per sequence keeps the first; keep_no_entity keeps the plain sequence
+    out2 = tmp_path / "out2"
+    summary = build_shards(
+        [corpus], vocab, spm, out2, max_seq_length=512, max_entity_length=1, valid_fraction=0.0,
+        keep_no_entity=True, progress=False,
+    )
+    rows = list(load(out2, "en"))
+    assert [r["word_ids"] for r in rows] == [enc[0] + enc[1] + enc[2] + enc[3] + enc[4], enc[5], enc[6]]
+    assert [r["entity_ids"] for r in rows] == [[5], [4], []]
+    assert summary.languages["en"].dropped["entities_over_limit"] == 5
+
+
+def test_validation_split_is_a_stable_hash_of_the_page_id(fixture, tmp_path):
+    root, _, vocab, spm = fixture
+    pages = [(pid, f"P{pid}", ["The [[Bay|bay]] is calm."]) for pid in range(1, 61)]
+    corpus = write_corpus(tmp_path / "en", "en", pages)
+    out = tmp_path / "out"
+    build_shards([corpus], vocab, spm, out, valid_fraction=0.3, progress=False)
+    valid = set(load(out, "en", "validation")["page_id"])
+    train = set(load(out, "en", "train")["page_id"])
+    want = {p for p in range(1, 61) if int(hashlib.sha1(str(p).encode()).hexdigest()[:16], 16) < 0.3 * 2**64}
+    assert valid == want and train == set(range(1, 61)) - want
+    assert 5 <= len(valid) <= 30
+    # a different vocabulary (and a different set of kept sequences) moves no page between splits
+    small = write_vocab(tmp_path / "small.jsonl", [("Q2", [("Bay", "en")])])
+    build_shards([corpus], small, spm, tmp_path / "out2", valid_fraction=0.3, progress=False)
+    assert set(load(tmp_path / "out2", "en", "validation")["page_id"]) == want
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_same_input_gives_identical_data_with_1_or_2_workers(fixture, tmp_path):
+    root, dirs, vocab, spm = fixture
+    a = build_shards(dirs, vocab, spm, tmp_path / "a", max_seq_length=24, valid_fraction=0.3, workers=1, batch_pages=1, progress=False)
+    b = build_shards(dirs, vocab, spm, tmp_path / "b", max_seq_length=24, valid_fraction=0.3, workers=2, batch_pages=1, progress=False)
+    assert a.fingerprint == b.fingerprint
+    ta, tb = _tree(tmp_path / "a"), _tree(tmp_path / "b")
+    assert ta.keys() == tb.keys() and ta == tb
+    assert any(k.endswith(".arrow") for k in ta)
+    c = build_shards(dirs, vocab, spm, tmp_path / "c", max_seq_length=32, valid_fraction=0.3, progress=False)
+    assert c.fingerprint != a.fingerprint
+
+
+def test_resumes_language_by_language(fixture, tmp_path):
+    root, dirs, vocab, spm = fixture
+    out = tmp_path / "out"
+    corpora = {d.name: d for d in dirs}
+    sel = [corpora["en"], corpora["ja"], corpora["th"]]
+    first = build_shards(sel, vocab, spm, out, progress=False)
+    assert not any(s.skipped for s in first.languages.values())
+    again = build_shards(sel, vocab, spm, out, progress=False)
+    assert all(s.skipped for s in again.languages.values()) and again.fingerprint == first.fingerprint
+    # an interrupted run leaves a language missing; a changed corpus invalidates only its language
+    import shutil
+
+    shutil.rmtree(out / "th")
+    ja = write_corpus(tmp_path / "ja", "ja", [(41, "港町", ["[[港町]]は[[湾]]のほとりにある。"])])
+    third = build_shards([corpora["en"], ja, corpora["th"]], vocab, spm, out, progress=False)
+    assert {lang: s.skipped for lang, s in third.languages.items()} == {"en": True, "ja": False, "th": False}
+    assert set(load(out, "ja")["page_id"]) == {41}
+    assert third.fingerprint != first.fingerprint
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["fingerprint"] == third.fingerprint
+    assert manifest["languages"]["en"] == json.loads(json.dumps(manifest["languages"]["en"]))
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "data_prep", "shards", *map(str, args)], capture_output=True, text=True)
+
+
+def _assert_one_line_error(r, *needles):
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_bad_input_gives_one_line_and_exit_2(fixture, tmp_path):
+    root, dirs, vocab, spm = fixture
+    en = [d for d in dirs if d.name == "en"][0]
+    out = tmp_path / "out"
+
+    r = run_cli("--corpus", en, "--entity-vocab", vocab, "--spm", spm, "--out", out)
+    assert r.returncode == 0 and r.stdout.startswith("shards: 1 languages"), r.stderr
+
+    bad_corpus = tmp_path / "nocol"
+    write_corpus(bad_corpus, "en", [(1, "A", ["x"])])
+    pq.write_table(pa.table({"page_id": [1], "title": ["A"]}), bad_corpus / "pages-00000.parquet")
+    _assert_one_line_error(run_cli("--corpus", bad_corpus, "--entity-vocab", vocab, "--spm", spm, "--out", out), "pages-00000.parquet", "paragraphs")
+
+    not_model = tmp_path / "not.model"
+    not_model.write_text("this is not a sentencepiece model\n")
+    _assert_one_line_error(run_cli("--corpus", en, "--entity-vocab", vocab, "--spm", not_model, "--out", out), "not.model", "not a sentencepiece model")
+
+    dup = tmp_path / "dup.jsonl"
+    lines = vocab.read_text().splitlines()
+    dup.write_text("\n".join([*lines[:5], lines[4]]) + "\n")
+    _assert_one_line_error(run_cli("--corpus", en, "--entity-vocab", dup, "--spm", spm, "--out", out), "dup.jsonl", "duplicate")
+
+    outside = tmp_path / "outside"
+    write_corpus(outside, "en", [(7, "A", [{"text": "The bay.", "links": [{"start": 4, "end": 20, "title": "Bay"}]}])])
+    _assert_one_line_error(run_cli("--corpus", outside, "--entity-vocab", vocab, "--spm", spm, "--out", out), "outside", "page 7", "[4, 20)")
+
+    _assert_one_line_error(run_cli("--corpus", en, en, "--entity-vocab", vocab, "--spm", spm, "--out", out), "given twice")
+    assert not (out / "xx").exists()
