@@ -153,7 +153,8 @@ def check_shards(
         ev = Path(entity_vocab)
         if not ev.is_file():
             raise InputError(f"{ev}: entity vocab not found (data.entity_vocab)")
-        if sha256_file(ev) != m.entity_vocab_sha256:
+        source_sha = _pick(m.raw, "entity_vocab.source_sha256")  # shards may store a converted copy
+        if sha256_file(ev) not in (m.entity_vocab_sha256, source_sha):
             raise InputError(f"{ev}: sha256 differs from the entity vocab the shards in {m.root} were built with")
     return m
 
