@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -319,3 +321,79 @@ def test_bad_input_gives_one_line_and_exit_2(fixture, tmp_path):
 
     _assert_one_line_error(run_cli("--corpus", en, en, "--entity-vocab", vocab, "--spm", spm, "--out", out), "given twice")
     assert not (out / "xx").exists()
+
+
+SAMPLE_DUMPS = Path(__file__).resolve().parents[1] / "data_prep" / "sample" / "dumps"
+
+
+def _matches(decoded: str, anchor: str) -> bool:
+    """``decoded`` equals ``anchor``, where each " ⁇ " (an unknown piece) stands for a non-empty run."""
+    if "\u2047" not in decoded:
+        return decoded == anchor
+    parts = [re.escape(p.strip()) for p in decoded.split("\u2047")]
+    return re.fullmatch(r"\s*.+?\s*".join(parts), anchor) is not None
+
+
+def test_whole_bundled_sample_round_trip(tmp_path):
+    """Every bundled language: extract -> train-spm -> shards; every mention of every page decodes to
+    its anchor text, and every page decodes like its paragraphs encoded whole."""
+    from data_prep.corpus_reader import iter_pages, open_corpus
+    from data_prep.extract import extract
+    from data_prep.redirects import RedirectResolver, read_redirects
+
+    dumps = sorted(SAMPLE_DUMPS.glob("*wiki-*-pages-articles.xml"))
+    assert len(dumps) >= 7
+    dirs = []
+    for dump in dumps:
+        lang = dump.name.split("wiki-")[0]
+        extract(dump, tmp_path / "corpora" / lang, progress=False)
+        dirs.append(tmp_path / "corpora" / lang)
+    # the vocabulary: every target linked at least twice in its wiki (so some links are dropped)
+    counts: collections.Counter = collections.Counter()
+    resolvers = {}
+    for d in dirs:
+        corpus = open_corpus(d)
+        resolvers[corpus.lang] = resolver = RedirectResolver(read_redirects(d))
+        for page in iter_pages(corpus):
+            for p in page["paragraphs"]:
+                counts.update((corpus.lang, resolver.resolve(link["title"])) for link in p["links"])
+    entities = [(None, [(t, lang)]) for (lang, t), n in sorted(counts.items(), key=str) if t and n >= 2]
+    vocab = write_vocab(tmp_path / "vocab.jsonl", entities)
+    ids = {(lang, t): 4 + i for i, (_, [(t, lang)]) in enumerate(entities)}
+    spm = tmp_path / "sentencepiece.bpe.model"
+    train_spm(dirs, 2000, spm)
+    tok = XlmrSentencePiece.load(spm)
+    out = tmp_path / "shards"
+    summary = build_shards(
+        dirs, vocab, spm, out, max_mention_length=510, max_entity_length=512, valid_fraction=0.1,
+        keep_no_entity=True, progress=False,
+    )
+    checked = 0
+    for d in dirs:
+        corpus = open_corpus(d)
+        got_pages = rows_by_page(out, corpus.lang)
+        for page in iter_pages(corpus):
+            want, texts = [], []
+            for p in page["paragraphs"]:
+                for link in sorted(p["links"], key=lambda x: x["start"]):
+                    entity = ids.get((corpus.lang, resolvers[corpus.lang].resolve(link["title"])))
+                    if entity is not None:
+                        want.append((entity, tok.normalize(p["text"][link["start"] : link["end"]]).strip()))
+                decoded = tok.decode(tok.encode(p["text"]))
+                if decoded:
+                    texts.append(decoded)
+            rows = got_pages.get(page["page_id"], [])
+            got = [
+                (e, tok.decode(r["word_ids"][s:t]))
+                for r in rows
+                for e, s, t in zip(r["entity_ids"], r["entity_starts"], r["entity_ends"])
+            ]
+            assert [e for e, _ in got] == [e for e, _ in want], (corpus.lang, page["title"])
+            for (_, dec), (_, anchor) in zip(got, want):
+                assert _matches(dec, anchor), (corpus.lang, page["title"], dec, anchor)
+            assert tok.decode([i for r in rows for i in r["word_ids"]]) == " ".join(texts), (corpus.lang, page["title"])
+            checked += len(got)
+        dropped = summary.languages[corpus.lang].dropped
+        assert not {"mentions_too_long", "mentions_cut", "entities_over_limit", "links_overlapping"} & set(dropped)
+        assert dropped["links_not_in_vocab"] > 0
+    assert checked == sum(s.entities for s in summary.languages.values()) > 300
