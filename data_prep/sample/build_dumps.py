@@ -12,6 +12,11 @@ Source format: a line ``@@ NS TITLE`` starts a page (NS is the namespace number)
 the next ``@@`` line is its wikitext (trailing whitespace trimmed, as MediaWiki stores it). A page
 whose text starts with the wiki's redirect magic word gets a ``<redirect title="..."/>`` element
 holding the normalised target, as in real dumps. The output is a pure function of the sources.
+
+Page ids follow the order of pages in a source file: append new pages at the end so that existing
+ids (used by interwiki/*page_props.sql.gz) stay put. After a change, also regenerate the multistream
+copies (``python -m data_prep make-multistream --dump dumps/X.xml --out-dir dumps``) and the interwiki
+sources (``make_interwiki_sources.py``); tests/test_sample.py checks the multistream copies are in sync.
 """
 
 from __future__ import annotations
