@@ -54,7 +54,8 @@ EXPECTED: dict[tuple[str, str], list[str]] = {
         " north of the country, and has been one of the chief centres of European art, science and trade"
         " for centuries.",
         "The city is known for the ⟦Eiffel Tower⟧, the ⟦Louvre⟧ and its wide boulevards, laid out in the"
-        " 19th century. It is often called ⟦la Ville Lumière→City of Light⟧, and its people are known as"
+        " 19th century (under ⟦Napoleon III⟧). It is often called ⟦la Ville Lumière→City of Light⟧, and its"
+        " people are known as"
         " Parisiens.",
     ],
     ("de", "Berlin"): [

@@ -189,10 +189,11 @@ def test_wikitext_features(lang):
         assert prefix in whole, prefix
     for feature in ("<ref", "<ref name=", "/>", "{{nowrap|", "{{lang", '{| class="wikitable"', "<gallery>",
                     "<math>", "&nbsp;", "&ndash;", "[https://", "[[wikt:", "[[commons:", "== ", "'''", "''",
-                    "<!--", "\n* ", "\n# "):
+                    "<!--", "\n* ", "\n# ", "<br />", "<small>", "<sup>", "<span "):
         assert feature in whole, feature
     assert re.search(r"\[\[[^\]]+\|(thumb|mini|мини|サムネイル|تصغير)\|", whole), "no thumbnail with a caption"
     assert re.search(r"\[\[[^\]|#]+#[^\]|]+\|", whole), "no [[Target#Section|label]] link"
+    assert re.search(r"\{\{lang\|[a-z]+\|[^{}]*\[\[", whole), "no {{lang|xx|...}} with a link inside"
     assert re.search(r"\n\[\[(fr|en|de|ja|ru|zh|ar|th):[^\]]+\]\]", whole), "no interlanguage link"
     # Infobox-style template spanning lines with links inside its parameters.
     assert re.search(r"\{\{[^{}|]+\n\s*\|[^{}]*\[\[", whole)
