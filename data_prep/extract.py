@@ -127,7 +127,7 @@ class ChunkResult:
 
 
 class PageTimeout(Exception):
-    pass
+    """Raised by the SIGALRM handler when one page exceeds the time limit."""
 
 
 _W: dict = {}  # per-process worker state (title parser, open files, timer)
@@ -136,6 +136,7 @@ _W: dict = {}  # per-process worker state (title parser, open files, timer)
 def _on_alarm(signum, frame):  # noqa: ARG001
     if _W.get("armed"):
         _W["armed"] = False
+        _W["fired"] = True
         raise PageTimeout()
 
 
@@ -163,6 +164,7 @@ def close_worker() -> None:
 
 def _render(page: RawPage):
     cfg: WorkerConfig = _W["cfg"]
+    _W["fired"] = False
     if _W["timer"]:
         _W["armed"] = True
         signal.setitimer(signal.ITIMER_REAL, cfg.page_timeout)
@@ -202,14 +204,14 @@ def process_pages(pages: list[RawPage]) -> ChunkResult:
         n_bytes += len(page.text)
         try:
             parsed = _render(page)
-        except PageTimeout:
-            failed.append({"title": page.title, "error": f"timed out after {_W['cfg'].page_timeout:g} s"})
-            continue
-        except RecursionError:
-            failed.append({"title": page.title, "error": "RecursionError: nesting too deep"})
-            continue
         except Exception as e:  # a bad page is counted, never fatal
-            failed.append({"title": page.title, "error": f"{type(e).__name__}: {e}"[:500]})
+            if isinstance(e, PageTimeout) or _W.get("fired"):
+                # (the signal may surface from inside the C tokenizer as another exception type)
+                failed.append({"title": page.title, "error": f"timed out after {_W['cfg'].page_timeout:g} s"})
+            elif isinstance(e, RecursionError):
+                failed.append({"title": page.title, "error": "RecursionError: nesting too deep"})
+            else:
+                failed.append({"title": page.title, "error": f"{type(e).__name__}: {e}"[:500]})
             continue
         if parsed.disambiguation:
             skipped["disambiguation"] += 1

@@ -266,6 +266,8 @@ class TitleParser:
     namespaces: dict[int, str] = field(default_factory=dict)
     _prefixes: dict[str, int] = field(init=False, repr=False)
     _names: dict[int, str] = field(init=False, repr=False)
+    # Link targets are Zipf-distributed (a few titles are linked from everywhere): memoise.
+    _cache: dict[str, LinkTarget] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         local = LOCAL_NAMESPACES.get(self.lang, {})
@@ -301,6 +303,14 @@ class TitleParser:
 
     def parse(self, raw: str) -> LinkTarget:
         """Classify the target of a wikilink (the part before ``|``)."""
+        hit = self._cache.get(raw)
+        if hit is None:
+            if len(self._cache) >= 1 << 17:
+                self._cache.clear()
+            hit = self._cache[raw] = self._parse(raw)
+        return hit
+
+    def _parse(self, raw: str) -> LinkTarget:
         s = clean_title_text(raw)
         colon = False
         if s.startswith(":"):

@@ -27,20 +27,14 @@ from __future__ import annotations
 
 import html
 import re
-from bisect import bisect_right
 from dataclasses import dataclass, field
 
-import mwparserfromhell
-from mwparserfromhell.nodes import (
-    Comment,
-    ExternalLink,
-    Heading,
-    HTMLEntity,
-    Tag,
-    Template,
-    Text,
-    Wikilink,
-)
+from mwparserfromhell.parser import tokens as T
+
+try:  # the C tokenizer; the pure-Python one gives the same tokens, slower
+    from mwparserfromhell.parser._tokenizer import CTokenizer as _Tokenizer
+except ImportError:  # pragma: no cover
+    from mwparserfromhell.parser.tokenizer import Tokenizer as _Tokenizer
 
 from data_prep.titles import TitleParser, clean_title_text, link_trail_re
 
@@ -127,14 +121,47 @@ def template_key(name: str) -> str:
     return s.casefold()
 
 
+# --- token kinds -------------------------------------------------------------------------------------
+# The renderer walks mwparserfromhell's token stream directly: building its node tree (Python objects
+# for every node, SmartLists, Wikicode wrappers) costs several times more than tokenising (C) and than
+# this walk, and the tree is thrown away right after.  One pass matches every open token with its close
+# and records the separators at its own nesting level; handlers then jump by index.
+(
+    K_TEXT, K_TEMPLATE, K_ARGUMENT, K_WIKILINK, K_EXTLINK, K_ENTITY, K_HEADING, K_COMMENT, K_TAG,
+    K_CLOSE, K_SELFCLOSE, K_SEP, K_PARAM_SEP, K_PARAM_EQ, K_WIKILINK_SEP, K_EXTLINK_SEP, K_TAG_CLOSE_OPEN,
+    K_TAG_OPEN_CLOSE, K_ATTR, K_ENTITY_NUMERIC, K_ENTITY_HEX,
+) = range(21)
+_KIND = {
+    T.Text: K_TEXT,
+    T.TemplateOpen: K_TEMPLATE, T.ArgumentOpen: K_ARGUMENT, T.WikilinkOpen: K_WIKILINK,
+    T.ExternalLinkOpen: K_EXTLINK, T.HTMLEntityStart: K_ENTITY, T.HeadingStart: K_HEADING,
+    T.CommentStart: K_COMMENT, T.TagOpenOpen: K_TAG,
+    T.TemplateClose: K_CLOSE, T.ArgumentClose: K_CLOSE, T.WikilinkClose: K_CLOSE, T.ExternalLinkClose: K_CLOSE,
+    T.HTMLEntityEnd: K_CLOSE, T.HeadingEnd: K_CLOSE, T.CommentEnd: K_CLOSE, T.TagCloseClose: K_CLOSE,
+    T.TagCloseSelfclose: K_SELFCLOSE,
+    T.TemplateParamSeparator: K_PARAM_SEP, T.TemplateParamEquals: K_PARAM_EQ,
+    T.WikilinkSeparator: K_WIKILINK_SEP, T.ExternalLinkSeparator: K_EXTLINK_SEP,
+    T.TagCloseOpen: K_TAG_CLOSE_OPEN, T.TagOpenClose: K_TAG_OPEN_CLOSE,
+    T.ArgumentSeparator: K_SEP, T.TagAttrStart: K_ATTR, T.TagAttrEquals: K_SEP, T.TagAttrQuote: K_SEP,
+    T.HTMLEntityNumeric: K_ENTITY_NUMERIC, T.HTMLEntityHex: K_ENTITY_HEX,
+}
+_OPENERS = frozenset({K_TEMPLATE, K_ARGUMENT, K_WIKILINK, K_EXTLINK, K_ENTITY, K_HEADING, K_COMMENT, K_TAG})
+
+
+def _tokenize(wikitext: str) -> list:
+    # A fresh tokenizer per page (a few microseconds): an exception raised inside the C tokenizer (the
+    # page time limit's signal) must not leave state behind for the next page.
+    return _Tokenizer().tokenize(wikitext, 0, False)
+
+
 class _Renderer:
-    """Walks the node tree once, appending visible text to ``parts`` and links to ``links``."""
+    """Walks the token list once, appending visible text to ``parts`` and links to ``links``."""
 
-    __slots__ = ("parser", "trail_re", "parts", "pos", "links", "pending", "list_line", "disambiguation", "lang")
+    __slots__ = ("parser", "trail_re", "parts", "pos", "links", "pending", "list_line", "disambiguation",
+                 "toks", "kinds", "match", "seps")
 
-    def __init__(self, parser: TitleParser, trail_re: re.Pattern[str] | None) -> None:
+    def __init__(self, parser: TitleParser, trail_re: re.Pattern[str] | None, toks: list) -> None:
         self.parser = parser
-        self.lang = parser.lang
         self.trail_re = trail_re
         self.parts: list[str] = []
         self.pos = 0
@@ -142,6 +169,35 @@ class _Renderer:
         self.pending: list | None = None  # the link a following link trail extends
         self.list_line = False
         self.disambiguation = False
+        self.toks = toks
+        n = len(toks)
+        kinds = [_KIND.get(type(t), K_SEP) for t in toks]
+        match = [0] * n
+        seps: dict[int, list[int]] = {}
+        stack: list[int] = []
+        openers = _OPENERS
+        for i, k in enumerate(kinds):
+            if k == K_TEXT:
+                continue
+            if k in openers:
+                stack.append(i)
+            elif k == K_CLOSE or k == K_SELFCLOSE:
+                if stack:
+                    match[stack.pop()] = i
+            elif stack:
+                o = stack[-1]
+                lst = seps.get(o)
+                if lst is None:
+                    seps[o] = [i]
+                else:
+                    lst.append(i)
+        if stack:  # the tokenizer always balances; be safe anyway
+            raise ValueError("unbalanced token stream")
+        self.kinds = kinds
+        self.match = match
+        self.seps = seps
+
+    # --- output ---
 
     def out(self, s: str) -> None:
         if s:
@@ -172,59 +228,102 @@ class _Renderer:
                 s = s[nl + 1 :]
         self.out(s)
 
-    def nodes(self, nodes) -> None:
-        for node in nodes:
-            cls = type(node)
-            if cls is Text:
-                self.text(node.value)
-                continue
-            if cls is Comment:
-                continue  # comments vanish before MediaWiki applies link trails
-            self.pending = None
-            if cls is Wikilink:
-                self.wikilink(node)
-            elif cls is Template:
-                self.template(node)
-            elif cls is Tag:
-                self.tag(node)
-            elif cls is HTMLEntity:
-                self.out(node.normalize())
-            elif cls is Heading:
-                self.brk()
-                self.brk()
-            elif cls is ExternalLink:
-                if node.brackets and node.title is not None:
-                    self.nodes(node.title.nodes)
-                    self.pending = None
-            # Argument ({{{x}}}) and anything else: nothing visible in an article.
+    # --- helpers over token ranges ---
 
-    def wikilink(self, node: Wikilink) -> None:
-        raw_title = str(node.title)
-        target = self.parser.parse(raw_title) if "{" not in raw_title else None
+    def plain(self, i: int, j: int) -> str | None:
+        """The text of tokens [i, j) if they are only text and HTML entities (decoded), else None."""
+        toks, kinds = self.toks, self.kinds
+        out = []
+        while i < j:
+            k = kinds[i]
+            if k == K_TEXT:
+                out.append(toks[i]["text"])
+                i += 1
+            elif k == K_ENTITY:
+                out.append(self.entity(i))
+                i = self.match[i] + 1
+            else:
+                return None
+        return "".join(out)
+
+    def entity(self, i: int) -> str:
+        toks, kinds = self.toks, self.kinds
+        i += 1
+        if kinds[i] == K_ENTITY_NUMERIC:
+            i += 1
+            if kinds[i] == K_ENTITY_HEX:
+                return html.unescape(f"&#x{toks[i + 1]['text']};")
+            return html.unescape(f"&#{toks[i]['text']};")
+        return html.unescape(f"&{toks[i]['text']};")
+
+    # --- the walk ---
+
+    def render(self, i: int, j: int) -> None:
+        toks, kinds, match = self.toks, self.kinds, self.match
+        while i < j:
+            k = kinds[i]
+            if k == K_TEXT:
+                self.text(toks[i]["text"])
+                i += 1
+                continue
+            if k == K_COMMENT:  # comments vanish before MediaWiki applies link trails
+                i = match[i] + 1
+                continue
+            self.pending = None
+            if k == K_WIKILINK:
+                self.wikilink(i)
+            elif k == K_TEMPLATE:
+                self.template(i)
+            elif k == K_TAG:
+                self.tag(i)
+            elif k == K_ENTITY:
+                self.out(self.entity(i))
+            elif k == K_HEADING:
+                self.brk()
+                self.brk()
+            elif k == K_EXTLINK:
+                seps = self.seps.get(i)
+                if toks[i].get("brackets") and seps:
+                    self.render(seps[0] + 1, match[i])
+                    self.pending = None
+            # arguments ({{{x}}}), stray separators: nothing visible in an article
+            i = match[i] + 1 if k in _OPENERS else i + 1
+
+    def wikilink(self, i: int) -> None:
+        close = self.match[i]
+        seps = self.seps.get(i)
+        sep = seps[0] if seps else None
+        title_end = sep if sep is not None else close
+        raw_title = self.plain(i + 1, title_end)
+        target = self.parser.parse(raw_title) if raw_title is not None else None
         kind = target.kind if target is not None else "invalid"
-        if not target or not target.colon:
-            if kind in ("category", "file", "interlanguage"):
-                return  # not displayed at all (category/file captions leak no text)
+        if (target is None or not target.colon) and kind in ("category", "file", "interlanguage"):
+            return  # not displayed at all (category/file captions leak no text)
         start = self.pos
-        if node.text is None:
-            shown = html.unescape(raw_title).strip()
+        if sep is None:
+            shown = (raw_title if raw_title is not None else "").strip()
             if shown.startswith(":"):
                 shown = shown[1:].lstrip()
             self.out(shown)
-        elif not node.text.nodes or (len(node.text.nodes) == 1 and not str(node.text).strip()):
-            # pipe trick [[Foo (bar)|]] -> "Foo"
-            shown = html.unescape(raw_title).strip().lstrip(":")
-            shown = shown.split(":", 1)[1] if target and target.kind != "article" and ":" in shown else shown
-            self.out(_PAREN_RE.sub("", shown).split(",")[0].strip())
         else:
-            self.nodes(node.text.nodes)
+            label = self.plain(sep + 1, close)
+            if label is not None and not label.strip():
+                # pipe trick [[Foo (bar)|]] -> "Foo"
+                shown = (raw_title or "").strip().lstrip(":")
+                if target is not None and target.kind != "article" and ":" in shown:
+                    shown = shown.split(":", 1)[1]
+                self.out(_PAREN_RE.sub("", shown).split(",")[0].strip())
+            else:
+                self.render(sep + 1, close)
         link = [start, self.pos, target.title if kind == "article" else None]
         self.links.append(link)
         self.pending = link
 
-    def template(self, node: Template) -> None:
-        name = str(node.name)
-        if "{" in name or "#" in name[:2]:
+    def template(self, i: int) -> None:
+        close = self.match[i]
+        seps = [s for s in self.seps.get(i, ()) if self.kinds[s] in (K_PARAM_SEP, K_PARAM_EQ)]
+        name = self.plain(i + 1, seps[0] if seps else close)
+        if name is None or name.lstrip().startswith("#"):
             return  # parser function or computed name: nothing we can render
         key = template_key(name)
         if key in DISAMBIGUATION_TEMPLATES:
@@ -240,27 +339,54 @@ class _Renderer:
                 which = "first"
             else:
                 return
-        positional = [p for p in node.params if not p.showkey]
+        # positional parameters: (start, end) ranges of parameters with no '=' of their own
+        positional: list[tuple[int, int]] = []
+        kinds = self.kinds
+        n = len(seps)
+        for a, s in enumerate(seps):
+            if kinds[s] != K_PARAM_SEP:
+                continue
+            nxt = seps[a + 1] if a + 1 < n else close
+            if a + 1 < n and kinds[nxt] == K_PARAM_EQ:
+                continue  # named parameter
+            positional.append((s + 1, nxt))
         if not positional:
             return
-        param = positional[0] if which == "first" else positional[-1]
-        self.nodes(param.value.nodes)
+        a, b = positional[0] if which == "first" else positional[-1]
+        self.render(a, b)
         self.pending = None
 
-    def tag(self, node: Tag) -> None:
-        markup = node.wiki_markup
-        name = str(node.tag).strip().lower()
+    def tag(self, i: int) -> None:
+        toks, kinds = self.toks, self.kinds
+        close = self.match[i]
+        markup = toks[i].get("wiki_markup")
+        # the tag name: the text tokens right after TagOpenOpen
+        j = i + 1
+        name_parts = []
+        while j < close and kinds[j] == K_TEXT:
+            name_parts.append(toks[j]["text"])
+            j += 1
+        name = "".join(name_parts).strip().lower()
+        self_closing = kinds[close] == K_SELFCLOSE
+        contents: tuple[int, int] | None = None
+        if not self_closing:
+            co = oc = None
+            for s in self.seps.get(i, ()):
+                if kinds[s] == K_TAG_CLOSE_OPEN and co is None:
+                    co = s
+                elif kinds[s] == K_TAG_OPEN_CLOSE:
+                    oc = s
+            if co is not None and oc is not None:
+                contents = (co + 1, oc)
         if markup:
             if name in ("b", "i"):
-                if node.contents is not None:
-                    self.nodes(node.contents.nodes)
+                if contents:
+                    self.render(*contents)
                     self.pending = None
             elif name in ("li", "dt", "dd"):
                 self.brk()
                 self.list_line = True
-            elif name == "table":
-                self.brk()
-            else:  # hr and anything else with wiki markup
+            else:  # tables, hr and anything else with wiki markup
                 self.brk()
             return
         if name in DROP_TAGS:
@@ -271,8 +397,9 @@ class _Renderer:
             self.out(" ")
             return
         if name == "nowiki":
-            if node.contents is not None:
-                self.out(html.unescape(str(node.contents)))
+            if contents:
+                text = "".join(toks[k]["text"] for k in range(*contents) if kinds[k] == K_TEXT)
+                self.out(html.unescape(text))
             return
         if name in HEADING_TAGS:
             self.brk()
@@ -281,8 +408,8 @@ class _Renderer:
         block = name in BLOCK_TAGS
         if block:
             self.brk()
-        if node.contents is not None and not node.self_closing:
-            self.nodes(node.contents.nodes)
+        if contents:
+            self.render(*contents)
             self.pending = None
         if block:
             self.brk()
@@ -315,40 +442,36 @@ def _finish(raw: str, links: list[list]) -> list[Paragraph]:
             if text:
                 paragraphs.append(Paragraph(text))
             continue
-        # Whitespace runs: each removes len-1 characters (len at the edges of the paragraph).
-        starts: list[int] = []
-        removed_cum: list[int] = []
-        removed = 0
-        out_parts: list[str] = []
-        last = 0
-        n = len(seg)
-        for m in _WS_RE.finditer(seg):
-            ms, me = m.start(), m.end()
-            out_parts.append(seg[last:ms])
-            if ms == 0 or me == n:
-                removed += me - ms
-            else:
-                out_parts.append(" ")
-                removed += me - ms - 1
-            starts.append(ms)
-            removed_cum.append(removed)
-            last = me
-        out_parts.append(seg[last:])
-        text = "".join(out_parts)
-        para_links = []
-        prev_end = -1
+        # Trim anchors to non-space characters; then no whitespace run crosses a link boundary, so the
+        # pieces between boundaries collapse independently and a boundary's new offset is the length
+        # of the collapsed text before it.
+        trimmed = []
         for s, e, title in seg_links:
             while s < e and seg[s].isspace():
                 s += 1
             while e > s and seg[e - 1].isspace():
                 e -= 1
-            if s >= e:
-                continue
-            # s sits on a non-space char: every run starting before it lies wholly before it.
-            i = bisect_right(starts, s) - 1
-            ns = s - (removed_cum[i] if i >= 0 else 0)
-            i = bisect_right(starts, e - 1) - 1
-            ne = e - (removed_cum[i] if i >= 0 else 0)
+            if s < e:
+                trimmed.append((s, e, title))
+        points = sorted({p for s, e, _ in trimmed for p in (s, e)})
+        new_pos: dict[int, int] = {}
+        pieces: list[str] = []
+        length = 0
+        prev = 0
+        for p in points:
+            piece = _WS_RE.sub(" ", seg[prev:p])
+            pieces.append(piece)
+            length += len(piece)
+            new_pos[p] = length
+            prev = p
+        pieces.append(_WS_RE.sub(" ", seg[prev:]))
+        text = "".join(pieces)
+        lead = 1 if text.startswith(" ") else 0
+        text = text.strip()
+        para_links = []
+        prev_end = -1
+        for s, e, title in trimmed:
+            ns, ne = new_pos[s] - lead, new_pos[e] - lead
             if ns < prev_end:  # overlapping (nested) links: keep the first
                 continue
             para_links.append((ns, ne, title))
@@ -365,7 +488,7 @@ def parse_wikitext(wikitext: str, parser: TitleParser, trail_re: re.Pattern[str]
         wikitext = wikitext.replace(BREAK, "")
     disamb = _DISAMBIG_MAGIC in wikitext
     wikitext = _PREPASS_RE.sub("", wikitext)
-    code = mwparserfromhell.parse(wikitext, skip_style_tags=False)
-    r = _Renderer(parser, trail_re)
-    r.nodes(code.nodes)
+    toks = _tokenize(wikitext)
+    r = _Renderer(parser, trail_re, toks)
+    r.render(0, len(toks))
     return ParsedPage(_finish("".join(r.parts), r.links), disambiguation=disamb or r.disambiguation)

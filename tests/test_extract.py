@@ -214,7 +214,7 @@ def test_killed_run_leaves_no_parquet(tmp_path, monkeypatch):
 
 
 def test_timed_out_page_counted_and_run_goes_on(tmp_path):
-    pages = en_pages() + [("Pathological", 50, "{{a|" * 2500), ("After", 51, "Still [[here]].")]
+    pages = en_pages() + [("Pathological", 50, "{{a|" * 2000), ("After", 51, "Still [[here]].")]
     dump = write(tmp_path / "a.xml", dump_xml(pages))
     st = extract(dump, tmp_path / "out", page_timeout=0.25, progress=False)
     assert st.failed == 1

@@ -1,0 +1,180 @@
+"""Extraction throughput and memory, side by side with ``wikipedia2vec build-dump-db``.
+
+    python benchmarks/bench_extract.py                         # ~20 MB of wikitext synthesised from the sample
+    python benchmarks/bench_extract.py --mb 50 --workers 2
+    python benchmarks/bench_extract.py --dump X-multistream.xml.bz2 --index X-multistream-index.txt.bz2
+
+Without ``--dump`` it synthesises a dump by replicating the bundled sample articles of one language
+(new page ids and titles, same wikitext) and writes it as a multistream bz2 with its index.  Every run is
+a fresh subprocess; the table shows, per run:
+
+* wall seconds (process start to exit, the same clock for both tools);
+* articles/s: namespace-0 non-redirect pages in the dump divided by wall seconds (the same count for
+  both tools, so the ratio is the ratio of speeds);
+* MB/s/worker: MB of article wikitext divided by wall seconds and by the worker count;
+* peak RSS: the largest single process of the run (``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``
+  measured in a wrapper process), in MiB.
+
+Equal process count: ``--workers N`` for us (N workers; the main process only writes parquet) vs
+``--pool-size N`` for wikipedia2vec (N workers plus its main process that decompresses and parses XML).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data_prep" / "sample" / "dumps"
+
+
+def synthesise(lang: str, mb: float, out_dir: Path) -> tuple[Path, Path, int, int]:
+    """Replicate the sample's articles to about ``mb`` MB of wikitext; returns (dump, index, articles, bytes)."""
+    from data_prep.dump import parse_pages, read_header_and_chunks
+    from data_prep.multistream import make_multistream
+
+    src = next(SAMPLE.glob(f"{lang}wiki-*-pages-articles.xml"))
+    info, chunks = read_header_and_chunks(src)
+    pages = [p for c in chunks for p in parse_pages(c.data)]
+    articles = [p for p in pages if p.ns == 0 and p.redirect is None]
+    per_copy = sum(len(p.text.encode()) for p in articles)
+    copies = max(1, int(mb * 1e6 / per_copy))
+    xml = out_dir / f"{lang}wiki-bench-pages-articles.xml"
+    n_articles = n_bytes = 0
+    with open(xml, "w", encoding="utf-8") as f:
+        f.write(info.header.decode("utf-8") + "\n")
+        page_id = 1
+        for k in range(copies):
+            for p in pages:
+                title = p.title if k == 0 else f"{p.title} ({k})"
+                red = f'    <redirect title="{escape(p.redirect, {chr(34): "&quot;"})}" />\n' if p.redirect is not None else ""
+                f.write(
+                    f"  <page>\n    <title>{escape(title)}</title>\n    <ns>{p.ns}</ns>\n    <id>{page_id}</id>\n{red}"
+                    f"    <revision>\n      <id>{page_id + 10**8}</id>\n      <model>wikitext</model>\n"
+                    f'      <format>text/x-wiki</format>\n      <text xml:space="preserve">{escape(p.text)}</text>\n'
+                    f"    </revision>\n  </page>\n"
+                )
+                page_id += 1
+                if p.ns == 0 and p.redirect is None:
+                    n_articles += 1
+                    n_bytes += len(p.text.encode())
+        f.write("</mediawiki>\n")
+    ms = make_multistream(xml, out_dir)
+    xml.unlink()
+    return ms.dump, ms.index, n_articles, n_bytes
+
+
+def count_articles(dump: Path) -> tuple[int, int]:
+    from data_prep.dump import parse_pages, read_header_and_chunks
+
+    n = b = 0
+    _, chunks = read_header_and_chunks(dump)
+    for c in chunks:
+        for p in parse_pages(c.data):
+            if p.ns == 0 and p.redirect is None and not re.match(r"\s*#redirect", p.text, re.I):
+                n += 1
+                b += len(p.text.encode())
+    return n, b
+
+
+def timed(cmd: list[str]) -> tuple[float, float, str]:
+    """Run ``cmd`` inside a wrapper that reports the peak RSS of its largest process; (seconds, MiB, stderr)."""
+    wrapper = (
+        "import resource, subprocess, sys, time, json\n"
+        "t = time.perf_counter()\n"
+        "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)\n"
+        "dt = time.perf_counter() - t\n"
+        "print(json.dumps({'rc': r.returncode, 'seconds': dt, 'maxrss_kib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 'stderr': r.stderr[-2000:]}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout)
+    if res["rc"] != 0:
+        raise SystemExit(f"command failed ({res['rc']}): {' '.join(cmd)}\n{res['stderr']}")
+    return res["seconds"], res["maxrss_kib"] / 1024, res["stderr"]
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dump", type=Path, help="a multistream .xml.bz2 (default: synthesise one)")
+    ap.add_argument("--index", type=Path, help="its index (required with --dump for the multistream runs)")
+    ap.add_argument("--lang", default="en", help="sample language to replicate (default en)")
+    ap.add_argument("--mb", type=float, default=20.0, help="MB of article wikitext to synthesise (default 20)")
+    ap.add_argument("--workers", type=int, default=2, help="N for the parallel runs (default 2)")
+    ap.add_argument("--skip-wikipedia2vec", action="store_true")
+    ap.add_argument("--keep", type=Path, help="keep the synthesised dump and outputs in this directory")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-extract-")) if args.keep is None else args.keep
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        if args.dump is None:
+            t = time.perf_counter()
+            dump, index, n_articles, n_bytes = synthesise(args.lang, args.mb, work)
+            print(f"synthesised {dump.name}: {n_articles} articles, {n_bytes / 1e6:.1f} MB wikitext, "
+                  f"{dump.stat().st_size / 1e6:.1f} MB bz2 ({time.perf_counter() - t:.0f} s)")
+        else:
+            dump, index = args.dump, args.index
+            n_articles, n_bytes = count_articles(dump)
+            print(f"{dump.name}: {n_articles} articles, {n_bytes / 1e6:.1f} MB wikitext")
+        print(f"machine: {os.cpu_count()} CPUs, load average before: {loadavg()}")
+
+        py = sys.executable
+        w2v = shutil.which("wikipedia2vec") or str(Path(py).with_name("wikipedia2vec"))
+        runs: list[tuple[str, int, list[str]]] = []
+        for w in sorted({1, args.workers}):
+            if index is not None:
+                runs.append(("ours multistream+index", w, [py, "-m", "data_prep", "extract", "--dump", str(dump),
+                             "--index", str(index), "--out", str(work / f"ours-ms-{w}"), "--workers", str(w), "--no-progress"]))
+            runs.append(("ours one reader", w, [py, "-m", "data_prep", "extract", "--dump", str(dump),
+                         "--out", str(work / f"ours-plain-{w}"), "--workers", str(w), "--no-progress"]))
+            if not args.skip_wikipedia2vec:
+                runs.append(("wikipedia2vec build-dump-db", w, [w2v, "build-dump-db", str(dump), str(work / f"w2v-{w}.db"),
+                             "--pool-size", str(w)]))
+        results = []
+        for name, w, cmd in runs:
+            out_db = work / f"w2v-{w}.db"
+            if out_db.exists():
+                out_db.unlink()
+            sec, rss, _ = timed(cmd)
+            results.append((name, w, sec, rss))
+            print(f"  {name:30s} workers={w}: {sec:7.1f} s  (load {loadavg()})", flush=True)
+
+        print()
+        print(f"{'tool':30s} {'workers':>7s} {'seconds':>8s} {'articles/s':>11s} {'MB/s/worker':>12s} {'peak RSS MiB':>13s}")
+        for name, w, sec, rss in results:
+            print(f"{name:30s} {w:7d} {sec:8.1f} {n_articles / sec:11.0f} {n_bytes / 1e6 / sec / w:12.2f} {rss:13.0f}")
+        by = {(n, w): s for n, w, s, _ in results}
+        print()
+        for w in sorted({1, args.workers}):
+            ref = by.get(("wikipedia2vec build-dump-db", w))
+            for name in ("ours multistream+index", "ours one reader"):
+                if ref and (name, w) in by:
+                    print(f"speed vs wikipedia2vec, {w} worker(s), {name}: {ref / by[(name, w)]:.2f}x")
+        for name in ("ours multistream+index", "ours one reader", "wikipedia2vec build-dump-db"):
+            if (name, 1) in by and (name, args.workers) in by and args.workers > 1:
+                print(f"speed-up 1 -> {args.workers} workers, {name}: {by[(name, 1)] / by[(name, args.workers)]:.2f}x")
+        print(f"load average after: {loadavg()}")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
