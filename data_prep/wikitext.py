@@ -7,7 +7,8 @@ Rendering rules (the contract the tests and later stages rely on):
   paragraph reads as a space. **Headings** start a new paragraph and their own text is not emitted.
   **Lists**: every item (``*``, ``#``, ``;``, ``:``) is its own paragraph, marker removed; a ``;term : def``
   line gives two paragraphs.
-* **Whitespace**: runs of whitespace (incl. ``&nbsp;``) collapse to one space; paragraphs are stripped;
+* **Whitespace**: runs of whitespace and single newlines/tabs collapse to one space; a lone
+  ``&nbsp;`` (U+00A0) or other single Unicode space is kept as it is; paragraphs are stripped;
   empty paragraphs are dropped. Link spans are moved accordingly and trimmed to non-space characters.
 * **Links**: ``[[T]]`` shows ``T`` as written, ``[[T|x]]`` shows ``x``; the link trail of the language
   (``[[dog]]s`` -> "dogs") is part of the anchor. Only namespace-0 targets are entity links (title
@@ -94,7 +95,11 @@ _PREPASS_RE = re.compile(r"<!--.*?(?:-->|\Z)|<ref\b[^>]*?/>|<ref\b[^>]*>.*?</ref
 _SWITCH_RE = re.compile(r"__[A-ZÀ-Ý_]{3,}__")
 _BLANK_LINE_RE = re.compile(r"\n[^\S\n]*\n")
 _SPLIT_RE = re.compile(BREAK + r"|\n[^\S\n]*\n")
-_WS_RE = re.compile(r"\s+")
+# Whitespace that collapses to one space: any run of 2+ whitespace characters, and single line breaks /
+# tabs / control spaces.  A lone U+00A0 (&nbsp;), U+3000 or thin space is kept: the reader sees it.
+_LINE_WS = "\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\u2028\u2029"
+_WS_RE = re.compile(r"\s{2,}|[" + _LINE_WS + "]")
+_ODD_WS_RE = re.compile(r"\s\s|[^\S \u00a0]")  # anything beyond single spaces / single NBSPs
 _PAREN_RE = re.compile(r"\s*\([^()]*\)\s*$")
 
 
@@ -438,7 +443,7 @@ def _finish(raw: str, links: list[list]) -> list[Paragraph]:
         if not seg or seg.isspace():
             continue
         if not seg_links:
-            text = " ".join(seg.split())
+            text = _WS_RE.sub(" ", seg).strip()
             if text:
                 paragraphs.append(Paragraph(text))
             continue
@@ -453,25 +458,34 @@ def _finish(raw: str, links: list[list]) -> list[Paragraph]:
                 e -= 1
             if s < e:
                 trimmed.append((s, e, title))
-        points = sorted({p for s, e, _ in trimmed for p in (s, e)})
-        new_pos: dict[int, int] = {}
-        pieces: list[str] = []
-        length = 0
-        prev = 0
-        for p in points:
-            piece = _WS_RE.sub(" ", seg[prev:p])
-            pieces.append(piece)
-            length += len(piece)
-            new_pos[p] = length
-            prev = p
-        pieces.append(_WS_RE.sub(" ", seg[prev:]))
-        text = "".join(pieces)
-        lead = 1 if text.startswith(" ") else 0
-        text = text.strip()
+        if _ODD_WS_RE.search(seg) is None:
+            # fast path (most paragraphs): only single spaces, so only a leading one moves offsets
+            text = seg.strip()
+            lead = len(seg) - len(seg.lstrip())
+            new_pos = None
+        else:
+            points = sorted({p for s, e, _ in trimmed for p in (s, e)})
+            new_pos = {}
+            pieces: list[str] = []
+            length = 0
+            prev = 0
+            for p in points:
+                piece = _WS_RE.sub(" ", seg[prev:p])
+                pieces.append(piece)
+                length += len(piece)
+                new_pos[p] = length
+                prev = p
+            pieces.append(_WS_RE.sub(" ", seg[prev:]))
+            text = "".join(pieces)
+            lead = len(text) - len(text.lstrip())
+            text = text.strip()
         para_links = []
         prev_end = -1
         for s, e, title in trimmed:
-            ns, ne = new_pos[s] - lead, new_pos[e] - lead
+            if new_pos is None:
+                ns, ne = s - lead, e - lead
+            else:
+                ns, ne = new_pos[s] - lead, new_pos[e] - lead
             if ns < prev_end:  # overlapping (nested) links: keep the first
                 continue
             para_links.append((ns, ne, title))

@@ -130,7 +130,9 @@ def test_bold_italic_removed():
 
 
 def test_entities_unescaped():
-    assert one("A&nbsp;B &amp; C&#8211;D") == ("A B & C–D", [])
+    # a lone &nbsp; stays U+00A0 (what the reader sees); in a run of spaces it collapses
+    assert one("A&nbsp;B &amp; C&#8211;D") == ("A\u00a0B & C–D", [])
+    assert one("A &nbsp; B") == ("A B", [])
 
 
 def test_external_links():
@@ -170,6 +172,8 @@ def test_blank_lines_split_single_newlines_join():
 def test_whitespace_collapsed_and_spans_moved():
     assert one("  a   [[B|  b  c ]]   d\n e  ") == ("a b c d e", [(2, 5, "B", "b c")])
     assert one("x\t\t[[Y]]\u00a0\u00a0z") == ("x Y z", [(2, 3, "Y", "Y")])
+    assert one("x\u00a0[[Y]]\u3000z\n[[W]]") == ("x\u00a0Y\u3000z W", [(2, 3, "Y", "Y"), (6, 7, "W", "W")])
+    assert one("\u00a0[[Y]] z") == ("Y z", [(0, 1, "Y", "Y")])
 
 
 # --- disambiguation ---------------------------------------------------------------------------------
