@@ -14,6 +14,7 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 # `python -m deepspeed.launcher.runner` is what the `deepspeed` console script runs. Calling it through
 # our interpreter pins the venv: the launcher starts every rank with its own sys.executable.
+# shellcheck disable=SC2034  # used by the scripts that source this file
 DEEPSPEED_LAUNCHER=("$PYTHON" -u -m deepspeed.launcher.runner)
 
 # Names of the variables these scripts set or default; DRY_RUN prints them in front of the command.
@@ -46,7 +47,7 @@ launch_count_gpus() {
       IFS=, read -ra ids <<<"$mask"
       visible=${#ids[@]}
     fi
-    ((visible < n)) && n=$visible
+    if ((visible < n)); then n=$visible; fi
   fi
   echo "${n:-0}"
 }

@@ -16,6 +16,7 @@
 #   DRY_RUN=1      print the command instead of running it
 # Running the same command again on the same output_dir resumes from its latest checkpoint.
 set -euo pipefail
+# shellcheck source=launch/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 [[ $# -ge 1 && "$1" != -* ]] || launch_die "usage: $0 CONFIG [key.path=value ...] [--dry-run]"
