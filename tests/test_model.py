@@ -120,6 +120,46 @@ def test_same_weights_give_luke_for_masked_lm_logits_and_losses():
     )
 
 
+@pytest.mark.parametrize("objectives", ["mlm+mep", "mep_only"])
+def test_same_weights_give_luke_for_masked_lm_gradients(objectives):
+    """Backward through both models: every gradient agrees (the embedding tables' sparse lookup
+    gradients included; with no MLM labels the word table's gradient comes from the lookup alone)."""
+    mine = tiny_mluke().eval()
+    hf = LukeForMaskedLM(mine.config.to_luke_config()).eval()
+    hf.load_state_dict(mine.state_dict(), strict=False)
+    batch = make_batch()
+    if objectives == "mep_only":
+        batch["mlm_labels"] = None
+    out = mine(**batch)
+    loss = out.mep_loss_sum / out.mep_count
+    if batch["mlm_labels"] is not None:
+        loss = loss + out.mlm_loss_sum / out.mlm_count
+    loss.backward()
+    ref = hf(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        entity_ids=batch["entity_ids"],
+        entity_attention_mask=batch["entity_attention_mask"],
+        entity_position_ids=batch["entity_position_ids"],
+        labels=batch["mlm_labels"],
+        entity_labels=batch["mep_labels"],
+    )
+    torch.testing.assert_close(loss, ref.loss, atol=ATOL, rtol=0)
+    ref.loss.backward()
+    hf_grads = {n: p.grad for n, p in hf.named_parameters()}
+    # transformers 5 does not tie lm_head.decoder.weight to the word table; here they are one tensor.
+    word = "luke.embeddings.word_embeddings.weight"
+    hf_decoder = hf_grads["lm_head.decoder.weight"]
+    if hf_decoder is not None:
+        hf_grads[word] = hf_grads[word] + hf_decoder
+    for n, p in mine.named_parameters():
+        if objectives == "mep_only" and n.startswith("lm_head."):
+            assert p.grad is None, n
+            continue
+        assert p.grad is not None and not p.grad.is_sparse, n
+        torch.testing.assert_close(p.grad, hf_grads[n], atol=1e-6, rtol=1e-4, msg=n)
+
+
 def test_entity_position_embedding_is_mean_of_mention_positions():
     """Checked by hand against the position table, independently of transformers."""
     model = tiny_mluke().eval()
