@@ -86,7 +86,8 @@ launch_setup_devices() {
     launch_log "no GPU found: DS_ACCELERATOR=$DS_ACCELERATOR, $LAUNCH_RANKS CPU rank(s) on this node"
   else
     LAUNCH_RANKS=${NUM_GPUS:-$gpus}
-    ((LAUNCH_RANKS <= gpus)) || launch_die "NUM_GPUS=$LAUNCH_RANKS but only $gpus GPU(s) visible on $(hostname)"
+    ((LAUNCH_RANKS <= gpus)) ||
+      launch_die "$LAUNCH_RANKS rank(s) asked for (NUM_GPUS, or this node's slots in the hostfile) but only $gpus GPU(s) visible on $(hostname)"
     launch_gpu_env
   fi
   [[ "$LAUNCH_RANKS" =~ ^[1-9][0-9]*$ ]] || launch_die "NUM_GPUS must be a positive integer, got '$LAUNCH_RANKS'"
