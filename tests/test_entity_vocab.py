@@ -135,9 +135,10 @@ def test_count_language_keep_red_links(corpora):
 
 
 def test_partial_count_merging_gives_the_same_counts(corpora, monkeypatch):
-    # One page per batch and a merge after every second partial: the same totals as one big batch.
+    # One page per batch, a count every 3 links, merges from 2 rows on: the same totals as one big batch.
     full, _ = count_language(corpora["en"])
     monkeypatch.setattr(ev, "_BATCH_ROWS", 1)
+    monkeypatch.setattr(ev, "_FLUSH_LINKS", 3)
     monkeypatch.setattr(ev, "_COMPACT_MIN_ROWS", 2)
     small, _ = count_language(corpora["en"])
     assert sorted(zip(full["title"].to_pylist(), full["count"].to_pylist())) == sorted(
