@@ -123,6 +123,19 @@ def _expected_shapes(mc: MLukeConfig) -> dict[str, tuple[int, ...]]:
 def load_weights(src: SourceCheckpoint) -> dict[str, torch.Tensor]:
     """Consolidated fp32 weights under this project's names, tied names filled in, shapes checked."""
     sd = {k: v.float() for k, v in ckpt.load_consolidated_weights(src.tag_dir).items()}
+    expected = _expected_shapes(src.model_config)
+    if set(expected) - set(sd):
+        # zero_to_fp32 only knows the parameters the optimiser holds, plus frozen ones that DeepSpeed
+        # records for ZeRO >= 2. A stage-1 run (word side frozen) under ZeRO-1 records none, but ZeRO-1/2
+        # keep every parameter unpartitioned in the model-states file: take the frozen ones from there.
+        files = sorted(src.tag_dir.glob("*model_states.pt"))
+        module: dict[str, torch.Tensor] = {}
+        if files:
+            module = torch.load(files[0], map_location="cpu", weights_only=False).get("module") or {}
+        for k in set(expected) - set(sd):
+            t = module.get(k)
+            if t is not None and tuple(t.shape) == expected[k]:
+                sd[k] = t.float()
     # Tied tensors may be stored once; give every name its tensor.
     tied = {
         "lm_head.decoder.weight": "luke.embeddings.word_embeddings.weight",
@@ -133,7 +146,6 @@ def load_weights(src: SourceCheckpoint) -> dict[str, torch.Tensor]:
     for name, source in tied.items():
         if name not in sd and source in sd:
             sd[name] = sd[source]
-    expected = _expected_shapes(src.model_config)
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))
     wrong = [k for k in expected if k in sd and tuple(sd[k].shape) != expected[k]]
@@ -219,7 +231,8 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def _save_weights(state: dict[str, torch.Tensor], directory: Path, dtype: str, filename: str | None = None) -> None:
     from huggingface_hub import save_torch_state_dict
 
-    state = {k: v.to(DTYPES[dtype]).contiguous() for k, v in sorted(state.items())}
+    # copy=True: consolidated tensors are views into one flat buffer, which safetensors refuses to write
+    state = {k: v.to(DTYPES[dtype], copy=True).contiguous() for k, v in sorted(state.items())}
     kwargs: dict[str, Any] = {"max_shard_size": "5GB", "metadata": {"format": "pt"}}
     if filename is not None:
         kwargs["filename_pattern"] = filename.replace(".safetensors", "{suffix}.safetensors")
