@@ -370,6 +370,14 @@ def test_slurm_train_outside_slurm_is_refused(bin_dir: Path):
     assert proc.returncode != 0 and "submit this script with sbatch" in proc.stderr
 
 
+@pytest.mark.parametrize("script", ["slurm_train.sbatch", "slurm_data_prep.sbatch"])
+def test_sbatch_submitted_outside_the_repository(tmp_path: Path, bin_dir: Path, script: str):
+    """SLURM runs a copy of the script: the repository is $SLURM_SUBMIT_DIR, and a wrong one is named."""
+    proc = run(script, CONFIG, bin_dir=bin_dir, SLURM_SUBMIT_DIR=str(tmp_path), SLURM_JOB_ID="1")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {tmp_path} is not the repository root: submit from there, or set MLUKE_ROOT"
+
+
 def sample_languages() -> list[str]:
     from data_prep.pipeline import load_pipeline_config
 
