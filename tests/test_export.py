@@ -231,3 +231,104 @@ def test_cli_exports_a_tag_and_reports_bad_input(tmp_path):
         assert main(["export", "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     assert stderr.getvalue().startswith("error: ") and "nope" in stderr.getvalue() and len(stderr.getvalue().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------------------ tokenizer files
+
+MULTILINGUAL = [  # (lang, sentence, links as (anchor text, linked title)); written for this test
+    ("en", "Tokyo is the capital of Japan", [("Tokyo", "Tokyo"), ("Japan", "Japan")]),
+    ("en", "The river Rhine flows through Germany and the Netherlands", [("Rhine", "Rhine"), ("Germany", "Germany")]),
+    ("de", "Die Hauptstadt von Deutschland ist Berlin", [("Deutschland", "Deutschland"), ("Berlin", "Berlin")]),
+    ("ru", "Москва — столица России", [("Москва", "Москва"), ("России", "Россия")]),
+    ("ja", "東京は日本の首都です。", []),
+    ("zh", "北京是中国的首都。", []),
+    ("th", "กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทย", []),
+    ("ar", "القاهرة هي عاصمة مصر", [("مصر", "مصر")]),
+]
+ENTITIES = [  # qid, [(title, lang)]
+    ("Q1490", [("Tokyo", "en")]),
+    ("Q17", [("Japan", "en")]),
+    ("Q584", [("Rhine", "en")]),
+    ("Q183", [("Germany", "en"), ("Deutschland", "de")]),
+    ("Q64", [("Berlin", "de")]),
+    ("Q649", [("Москва", "ru")]),
+    ("Q159", [("Россия", "ru")]),
+    ("Q79", [("مصر", "ar")]),
+]
+
+
+def multilingual_tokenizer(tmp_path: Path):
+    """A unigram spm trained here on the sentences above, the entity vocab, and the exported tokenizer files."""
+    import sentencepiece
+
+    from data_prep.vocab_file import EntityEntry, EntityVocab, special_entries
+    from pretrain.hf_tokenizer import write_tokenizer_files
+
+    corpus = [s for _, s, _ in MULTILINGUAL] + ["the and of is river city capital flows through", "Netherlands Japan Tokyo"]
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus * 5), model_writer=model, vocab_size=200, hard_vocab_limit=False,
+        model_type="unigram", character_coverage=1.0, minloglevel=2, num_threads=1,
+    )
+    spm_path = tmp_path / "sentencepiece.bpe.model"
+    spm_path.write_bytes(model.getvalue())
+    entries = special_entries() + [EntityEntry(4 + i, q, tuple(names), 10 - i) for i, (q, names) in enumerate(ENTITIES)]
+    vocab = EntityVocab(entries)
+    out = tmp_path / "tok"
+    out.mkdir()
+    write_tokenizer_files(out, spm_path, vocab, 64, 8, 10)
+    return out, XlmrSentencePiece.load(spm_path), vocab
+
+
+def test_tokenizer_json_is_exactly_xlmr_fairseq_ids(tmp_path):
+    """tokenizer.json (also read by XLM-R tokenizers) = spm + fairseq ids, NFKC, spaces and <unk> included."""
+    from tokenizers import Tokenizer
+
+    out, sp, _ = multilingual_tokenizer(tmp_path)
+    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+    texts = [s for _, s, _ in MULTILINGUAL] + ["ＴＯＫＹＯ  is   the ｃａｐｉｔａｌ", "snow ☃ man ☃☃"]
+    for text in texts:
+        assert tok.encode(text).ids == [0, *sp.encode(text).tolist(), 2], text
+    assert 3 in tok.encode("snow ☃ man").ids
+    # <mask> takes the space before it, as XLM-R's tokenizer does
+    want = [0, *sp.encode("Tokyo").tolist(), sp.mask_id, *sp.encode("Japan").tolist(), 2]
+    assert tok.encode("Tokyo <mask> Japan").ids == want
+    assert tok.token_to_id("<mask>") == sp.mask_id and tok.token_to_id("<ent>") == sp.vocab_size
+
+
+def test_mluke_tokenizer_matches_the_shard_builder(tmp_path):
+    """Pages with links through `data_prep shards` (build_shards) vs MLukeTokenizer with entity spans."""
+    from corpus_fixtures import write_corpus
+    from transformers import MLukeTokenizer
+
+    from data_prep.shards import build_shards
+    from data_prep.vocab_file import write_entity_vocab
+
+    out, sp, vocab = multilingual_tokenizer(tmp_path)
+    write_entity_vocab(tmp_path / "vocab.jsonl", vocab.entries)
+    pages: dict[str, list[dict]] = {}
+    expected: dict[int, tuple[str, str, list[tuple[int, int]], list[str]]] = {}
+    for k, (lang, text, links) in enumerate(MULTILINGUAL):
+        spans = [(text.index(a), text.index(a) + len(a)) for a, _ in links]
+        paragraph = {"text": text, "links": [{"start": s, "end": e, "title": t} for (s, e), (_, t) in zip(spans, links)]}
+        pages.setdefault(lang, []).append({"page_id": 100 + k, "title": f"Page {k}", "paragraphs": [paragraph]})
+        expected[100 + k] = (lang, text, spans, [t for _, t in links])
+    corpora = [write_corpus(tmp_path / "corpus" / lang, lang, p) for lang, p in pages.items()]
+    build_shards(corpora, tmp_path / "vocab.jsonl", tmp_path / "sentencepiece.bpe.model", tmp_path / "shards",
+                 max_seq_length=64, max_entity_length=8, max_mention_length=10, valid_fraction=0.0,
+                 keep_no_entity=True, progress=False)
+
+    tok = MLukeTokenizer.from_pretrained(out)
+    seen = 0
+    for lang in pages:
+        for row in load_split(tmp_path / "shards", lang, "train"):
+            lang_, text, spans, titles = expected[row["page_id"]]
+            names = [f"{lang}:{t}" for t in titles]
+            enc = tok(text, entity_spans=spans, entities=names) if spans else tok(text)
+            assert enc["input_ids"] == [0, *row["word_ids"], 2], text
+            if spans:
+                assert enc["entity_ids"] == row["entity_ids"] == [vocab.lookup(lang, t) for t in titles]
+                for pos, s, e in zip(enc["entity_position_ids"], row["entity_starts"], row["entity_ends"]):
+                    assert [p for p in pos if p != -1] == list(range(s + 1, e + 1))
+            seen += 1
+    assert seen == len(MULTILINGUAL)
