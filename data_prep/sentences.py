@@ -11,7 +11,8 @@ middle of a sentence" more than at catching every boundary:
 - Chinese/Japanese: ``。！？`` (and half-width ``｡``) split with or without following whitespace.
 - Devanagari/Bengali: danda ``।`` and double danda ``॥``.
 - Arabic script: ``؟`` and ``۔`` (and ``.``/``!`` by the first rule; Arabic has no case).
-- Thai has no sentence punctuation; whitespace between two Thai characters separates sentences.
+- Thai has no sentence punctuation; in Thai text (lang "th") whitespace between two Thai characters
+  separates sentences.
 - A newline always ends a sentence.
 No split ever falls inside a protected span (a link anchor).
 """
@@ -41,25 +42,26 @@ _OPENERS = "\"'“‘«([{「『（【〈《‹¿¡"
 _THAI = "\u0e00-\u0e7f"
 _CL = re.escape(_CLOSERS)
 
-_BOUNDARY = re.compile(
-    rf"""
-    (?P<latin>[.!?…;]+[{_CL}]*)(?=\s)
-  | (?P<cjk>[。！？｡]+[{_CL}]*)
-  | (?P<danda>[।॥]+[{_CL}]*)
-  | (?P<arabic>[؟۔]+[{_CL}]*)
-  | (?P<thai>(?<=[{_THAI}])[ \t\u00a0]+(?=[{_THAI}]))
-  | (?P<newline>\n)
-    """,
-    re.VERBOSE,
+# Each alternative ends where the sentence ends; the trailing \s* (part of the match) is the gap
+# up to the next sentence, so one match gives both positions. The leading lookahead lets the regex
+# engine skip most positions with one character-class test. The Thai rule is used for Thai only.
+_MARKS = rf"""
+      (?P<latin>[.!?…;]+[{_CL}]*)(?=\s)
+    | (?P<cjk>[。！？｡]+[{_CL}]*)
+    | (?P<danda>[।॥]+[{_CL}]*)
+    | (?P<arabic>[؟۔]+[{_CL}]*)
+    | (?P<newline>)(?=\n)
+"""
+_BOUNDARY = re.compile(rf"(?=[.!?…;。！？｡।॥؟۔\n])(?:{_MARKS})\s*", re.VERBOSE)
+_BOUNDARY_THAI = re.compile(
+    rf"(?=[.!?…;。！？｡।॥؟۔\n \t\u00a0])(?:{_MARKS} | (?<=[{_THAI}])(?P<thai>)(?=[ \t\u00a0]+[{_THAI}]))\s*", re.VERBOSE
 )
-_SPACE = re.compile(r"\s*")
+_LEADING_SPACE = re.compile(r"\s*")
 
 
 def _period_ends_sentence(text: str, dot: int, next_start: int, lang: str) -> bool:
     """Whether the period at ``text[dot]`` (followed by whitespace) ends a sentence."""
-    word_start = dot
-    while word_start > 0 and not text[word_start - 1].isspace():
-        word_start -= 1
+    word_start = max(text.rfind(" ", 0, dot), text.rfind("\n", 0, dot), text.rfind("\u00a0", 0, dot)) + 1
     word = text[word_start:dot].lstrip(_OPENERS)
     if word in ABBREVIATIONS or "." in word:
         return False
@@ -82,14 +84,14 @@ def split_sentences(text: str, lang: str, protected: Sequence[tuple[int, int]] =
     ``protected`` are (start, end) character spans (sorted, non-overlapping) that no boundary may cut.
     """
     starts = [s for s, _ in protected]
-    cuts: list[tuple[int, int]] = []  # (end of a sentence, start of the next)
-    for m in _BOUNDARY.finditer(text):
+    n = len(text)
+    spans: list[tuple[int, int]] = []
+    begin = _LEADING_SPACE.match(text).end()
+    for m in (_BOUNDARY_THAI if lang == "th" else _BOUNDARY).finditer(text):
         kind = m.lastgroup
-        end = m.end()
-        if kind in ("thai", "newline"):
-            end = m.start()
-        nxt = _SPACE.match(text, m.end()).end()
-        if nxt >= len(text):
+        end = m.end(kind)
+        nxt = m.end()
+        if nxt >= n or end <= begin:
             continue
         if kind == "latin":
             mark = m.group("latin")
@@ -101,18 +103,19 @@ def split_sentences(text: str, lang: str, protected: Sequence[tuple[int, int]] =
                 continue
         # Spans are sorted and disjoint, so only the last one starting before ``nxt`` can cover the
         # gap [end, nxt) or straddle ``end`` (when there is no gap).
-        i = bisect.bisect_left(starts, nxt)
-        if i > 0 and protected[i - 1][1] > end:
-            continue
-        cuts.append((end, nxt))
-    spans: list[tuple[int, int]] = []
-    pos = 0
-    for end, nxt in [*cuts, (len(text), len(text))]:
-        s = _SPACE.match(text, pos).end()
-        e = end
-        while e > s and text[e - 1].isspace():
-            e -= 1
-        if e > s:
-            spans.append((s, e))
-        pos = nxt
+        if protected:
+            i = bisect.bisect_left(starts, nxt)
+            if i > 0 and protected[i - 1][1] > end:
+                continue
+        if kind == "newline":  # the only boundary that may follow whitespace
+            while end > begin and text[end - 1].isspace():
+                end -= 1
+            if end == begin:
+                begin = nxt
+                continue
+        spans.append((begin, end))
+        begin = nxt
+    end = len(text.rstrip())
+    if end > begin:
+        spans.append((begin, end))
     return spans

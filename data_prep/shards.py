@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import collections
 import hashlib
+import itertools
 import json
 import multiprocessing as mp
 import shutil
@@ -40,6 +41,7 @@ SPLITS = ("train", "validation")
 SPM_COPY = "sentencepiece.bpe.model"
 VOCAB_COPY = "entity_vocab.jsonl"
 LOOP = -1  # link_map value for a title whose redirect chain loops
+_NEW, _CONT = -2, -3  # piece codes in a page plan (entity ids are >= 0)
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,8 @@ class ShardConfig:
 
 @dataclass
 class PackedSequence:
-    word_ids: np.ndarray  # int32, no <s>/</s>
-    entity_ids: list[int]
-    entity_starts: list[int]
-    entity_ends: list[int]  # exclusive
+    spm_ids: list[int]  # sentencepiece ids (fairseq shift applied per chunk, vectorised); no <s>/</s>
+    mentions: list[tuple[int, int, int]]  # (token start, token end exclusive, entity id)
 
 
 @dataclass
@@ -156,48 +156,69 @@ class PageProcessor:
                 out.append((start, end, entity))
         return out
 
-    def _sentences(self, page: dict, counts: collections.Counter) -> list[_Sentence]:
-        pieces: list[str] = []
-        word_start: list[bool] = []
-        plan: list[tuple[int, int | None]] = []  # per piece: (sentence index, entity id or None)
+    def _plan(self, page: dict, counts: collections.Counter, pieces: list[str], word_start: list[bool]) -> list[int]:
+        """Cut the page's text at sentence and link boundaries and append the pieces (and whether each
+        starts a word) to ``pieces``/``word_start``. Returns one code per piece: the entity id of a
+        mention, ``_NEW`` for text that starts a sentence, ``_CONT`` for text that continues one."""
+        plan: list[int] = []
         n_sent = 0
         for p_index, para in enumerate(page["paragraphs"] or ()):
             text = para["text"] or ""
             links = self._links(page, p_index, text, para.get("links"), counts)
+            n_links = len(links)
             li = 0  # links and sentences are both in text order, and no link crosses a sentence
             for s, e in split_sentences(text, self.lang, [(a, b) for a, b, _ in links]):
-                cuts: list[tuple[int, int, int | None]] = []
+                n_sent += 1
+                if li == n_links or links[li][0] >= e:  # the common case: a sentence without links
+                    pieces.append(text[s:e])
+                    word_start.append(s == 0 or text[s - 1].isspace())
+                    plan.append(_NEW)
+                    continue
                 pos = s
+                code = _NEW
                 # a link belongs to the sentence it starts in (it may end in trimmed whitespace after it)
-                while li < len(links) and links[li][0] < e:
+                while li < n_links and links[li][0] < e:
                     a, b, entity = links[li]
                     li += 1
                     if a > pos:
-                        cuts.append((pos, a, None))
-                    cuts.append((a, b, entity))
-                    pos = b
-                if pos < e:
-                    cuts.append((pos, e, None))
-                for a, b, entity in cuts:
-                    pieces.append(text[a:b])
+                        pieces.append(text[pos:a])
+                        word_start.append(pos == 0 or text[pos - 1].isspace() or text[pos].isspace())
+                        plan.append(code)
+                    elif code == _NEW:  # the sentence starts with the mention
+                        pieces.append("")
+                        word_start.append(True)
+                        plan.append(_NEW)
                     # "▁" only where a word starts: text start, after whitespace, or leading whitespace
+                    pieces.append(text[a:b])
                     word_start.append(a == 0 or text[a - 1].isspace() or text[a].isspace())
-                    plan.append((n_sent, entity))
-                n_sent += 1
-        encoded = self.tok.encode_many(pieces, word_start)
-        sentences = [_Sentence([], []) for _ in range(n_sent)]
+                    plan.append(entity)
+                    pos = b
+                    code = _CONT
+                if pos < e:
+                    pieces.append(text[pos:e])
+                    word_start.append(text[pos - 1].isspace() or text[pos].isspace())
+                    plan.append(_CONT)
+        counts["sentences"] += n_sent
+        return plan
+
+    def _sentences(self, plan: list[int], encoded: list[list[int]], counts: collections.Counter) -> list[_Sentence]:
+        sentences: list[_Sentence] = []
         max_mention = self.config.max_mention_length
-        for (si, entity), ids in zip(plan, encoded):
-            sent = sentences[si]
-            if entity is not None:
-                if not ids:
+        ids: list[int] = []
+        mentions: list[tuple[int, int, int]] = []
+        for code, piece in zip(plan, encoded):
+            if code == _NEW:
+                ids, mentions = [], []
+                sentences.append(_Sentence(ids, mentions))
+            elif code >= 0:
+                n = len(piece)
+                if not n:
                     counts["mentions_empty"] += 1
-                elif len(ids) > max_mention:
+                elif n > max_mention:
                     counts["mentions_too_long"] += 1
                 else:
-                    sent.mentions.append((len(sent.ids), len(sent.ids) + len(ids), entity))
-            sent.ids.extend(ids)
-        counts["sentences"] += n_sent
+                    mentions.append((len(ids), len(ids) + n, code))
+            ids += piece
         return [s for s in sentences if s.ids]
 
     def _fit(self, sentences: list[_Sentence], limit: int, counts: collections.Counter) -> Iterator[_Sentence]:
@@ -240,14 +261,7 @@ class PageProcessor:
                 counts["sequences_without_entities"] += 1
                 counts["tokens_without_entities"] += len(ids)
                 return
-            out.append(
-                PackedSequence(
-                    XlmrSentencePiece.to_fairseq(ids),
-                    [m[2] for m in kept],
-                    [m[0] for m in kept],
-                    [m[1] for m in kept],
-                )
-            )
+            out.append(PackedSequence(ids, kept))
 
         for sent in sentences:
             if ids and len(ids) + len(sent.ids) > limit:
@@ -259,11 +273,26 @@ class PageProcessor:
         flush()
         return out
 
-    def process(self, page: dict) -> tuple[list[PackedSequence], collections.Counter]:
+    def process_batch(self, pages: list[dict]) -> tuple[list[list[PackedSequence]], collections.Counter]:
+        """Sequences of each page. The pieces of all pages are encoded in one call per prefix mode:
+        sentencepiece's per-call overhead would otherwise cost more than the encoding itself."""
         counts: collections.Counter = collections.Counter()
-        sentences = self._sentences(page, counts)
-        seqs = self._pack(self._fit(sentences, self.config.max_seq_length - 2, counts), counts)
-        return seqs, counts
+        pieces: list[str] = []
+        word_start: list[bool] = []
+        plans = [self._plan(page, counts, pieces, word_start) for page in pages]
+        encoded = self.tok.encode_many(pieces, word_start)
+        out = []
+        pos = 0
+        limit = self.config.max_seq_length - 2
+        for plan in plans:
+            sentences = self._sentences(plan, encoded[pos : pos + len(plan)], counts)
+            pos += len(plan)
+            out.append(self._pack(self._fit(sentences, limit, counts), counts))
+        return out, counts
+
+    def process(self, page: dict) -> tuple[list[PackedSequence], collections.Counter]:
+        seqs, counts = self.process_batch([page])
+        return seqs[0], counts
 
 
 _WORKER: PageProcessor | None = None
@@ -274,15 +303,44 @@ def _init_worker(processor: PageProcessor) -> None:
     _WORKER = processor
 
 
-def _process_batch(pages: list[dict]) -> tuple[list[tuple[int, bool, list[PackedSequence]]], collections.Counter]:
+@dataclass
+class Chunk:
+    """The sequences of one split from a batch of pages, as flat columns (cheap to pickle and to
+    turn into an Arrow record batch): a list column is its values plus per-row lengths."""
+
+    page_ids: np.ndarray  # int64 [rows]
+    word_lens: np.ndarray  # int64 [rows]
+    word_ids: np.ndarray  # int32 [sum of word_lens], fairseq ids
+    entity_lens: np.ndarray  # int64 [rows]
+    entity_ids: np.ndarray  # int32
+    entity_starts: np.ndarray  # int32
+    entity_ends: np.ndarray  # int32
+
+    @classmethod
+    def build(cls, rows: list[tuple[int, PackedSequence]]) -> Chunk:
+        mentions = [m for _, seq in rows for m in seq.mentions]
+        ments = np.array(mentions, dtype=np.int32).reshape(-1, 3)
+        words = np.fromiter(itertools.chain.from_iterable(seq.spm_ids for _, seq in rows), dtype=np.int32)
+        return cls(
+            np.array([pid for pid, _ in rows], dtype=np.int64),
+            np.array([len(seq.spm_ids) for _, seq in rows], dtype=np.int64),
+            XlmrSentencePiece.to_fairseq(words),
+            np.array([len(seq.mentions) for _, seq in rows], dtype=np.int64),
+            np.ascontiguousarray(ments[:, 2]),
+            np.ascontiguousarray(ments[:, 0]),
+            np.ascontiguousarray(ments[:, 1]),
+        )
+
+
+def _process_batch(pages: list[dict]) -> tuple[int, dict[str, Chunk], collections.Counter]:
     assert _WORKER is not None
-    total: collections.Counter = collections.Counter()
-    out = []
-    for page in pages:
-        seqs, counts = _WORKER.process(page)
-        total.update(counts)
-        out.append((int(page["page_id"]), is_validation(page["page_id"], _WORKER.config.valid_fraction), seqs))
-    return out, total
+    seqs, counts = _WORKER.process_batch(pages)
+    fraction = _WORKER.config.valid_fraction
+    rows: dict[str, list[tuple[int, PackedSequence]]] = {name: [] for name in SPLITS}
+    for page, page_seqs in zip(pages, seqs):
+        split = "validation" if is_validation(page["page_id"], fraction) else "train"
+        rows[split].extend((int(page["page_id"]), seq) for seq in page_seqs)
+    return len(pages), {name: Chunk.build(r) for name, r in rows.items()}, counts
 
 
 def _ordered_map(fn, tasks: Iterator, workers: int, processor: PageProcessor) -> Iterator:
@@ -316,59 +374,55 @@ def _schema():
 
 
 class _SplitWriter:
-    """Streams sequences of one split to an Arrow IPC file and hashes them for the fingerprint."""
+    """Streams the chunks of one split to an Arrow IPC file and hashes them for the fingerprint.
 
-    def __init__(self, path: Path, batch_rows: int = 2048):
+    The hash covers every column as one stream (values and row lengths), so it depends on the data
+    only, not on how pages were batched."""
+
+    COLUMNS = ("page_ids", "word_lens", "word_ids", "entity_lens", "entity_ids", "entity_starts", "entity_ends")
+
+    def __init__(self, path: Path):
         import pyarrow as pa
 
         self.path = path
         self.schema = _schema()
         self.sink = pa.OSFile(str(path), "wb")
         self.writer = pa.ipc.new_stream(self.sink, self.schema)
-        self.batch_rows = batch_rows
-        self.rows: list[tuple[PackedSequence, int]] = []
-        self.hash = hashlib.sha256()
+        self.hashes = {c: hashlib.sha256() for c in self.COLUMNS}
         self.stats = {"sequences": 0, "tokens": 0, "entities": 0}
 
-    def add(self, seq: PackedSequence, page_id: int) -> None:
-        arrays = [
-            np.asarray(seq.word_ids, dtype="<i4"),
-            np.asarray(seq.entity_ids, dtype="<i4"),
-            np.asarray(seq.entity_starts, dtype="<i4"),
-            np.asarray(seq.entity_ends, dtype="<i4"),
-        ]
-        self.hash.update(np.int64(page_id).astype("<i8").tobytes())
-        for a in arrays:
-            self.hash.update(np.int64(len(a)).astype("<i8").tobytes())
-            self.hash.update(a.tobytes())
-        self.stats["sequences"] += 1
-        self.stats["tokens"] += len(arrays[0])
-        self.stats["entities"] += len(arrays[1])
-        self.rows.append((arrays, page_id))
-        if len(self.rows) >= self.batch_rows:
-            self._flush()
-
-    def _flush(self) -> None:
+    def add(self, chunk: Chunk) -> None:
         import pyarrow as pa
 
-        if not self.rows:
+        rows = len(chunk.page_ids)
+        if not rows:
             return
-        columns = []
-        for k in range(4):
-            parts = [r[0][k] for r in self.rows]
-            offsets = np.zeros(len(parts) + 1, dtype=np.int32)
-            np.cumsum([len(p) for p in parts], out=offsets[1:])
-            values = np.concatenate(parts) if parts else np.zeros(0, np.int32)
-            columns.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.int32())))
-        columns.append(pa.array([r[1] for r in self.rows], type=pa.int64()))
+        for c in self.COLUMNS:
+            a = getattr(chunk, c)
+            self.hashes[c].update(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+        self.stats["sequences"] += rows
+        self.stats["tokens"] += len(chunk.word_ids)
+        self.stats["entities"] += len(chunk.entity_ids)
+
+        def lists(values: np.ndarray, lens: np.ndarray) -> pa.Array:
+            offsets = np.zeros(rows + 1, dtype=np.int32)
+            np.cumsum(lens, out=offsets[1:])
+            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.int32()))
+
+        columns = [
+            lists(chunk.word_ids, chunk.word_lens),
+            lists(chunk.entity_ids, chunk.entity_lens),
+            lists(chunk.entity_starts, chunk.entity_lens),
+            lists(chunk.entity_ends, chunk.entity_lens),
+            pa.array(chunk.page_ids, type=pa.int64()),
+        ]
         self.writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self.schema))
-        self.rows = []
 
     def close(self) -> str:
-        self._flush()
         self.writer.close()
         self.sink.close()
-        return self.hash.hexdigest()
+        joined = "".join(f"{c}:{self.hashes[c].hexdigest()}\n" for c in self.COLUMNS)
+        return hashlib.sha256(joined.encode()).hexdigest()
 
 
 def _save_dataset(arrow_file: Path, dest: Path, fingerprint: str) -> None:
@@ -447,14 +501,12 @@ def _build_language(
         writers = {name: _SplitWriter(tmp / f".{name}.arrow") for name in SPLITS}
         # disable=None: a bar on a terminal only, so piped stderr keeps the one-line error contract
         with tqdm(total=corpus.num_pages, unit="page", desc=f"shards {corpus.lang}", disable=None if progress else True) as bar:
-            for results, counts in _ordered_map(_process_batch, iter_page_batches(corpus, batch_pages), workers, processor):
+            for n_pages, chunks, counts in _ordered_map(_process_batch, iter_page_batches(corpus, batch_pages), workers, processor):
                 dropped.update(counts)
-                for page_id, valid, seqs in results:
-                    w = writers["validation" if valid else "train"]
-                    for seq in seqs:
-                        w.add(seq, page_id)
-                pages += len(results)
-                bar.update(len(results))
+                for name, chunk in chunks.items():
+                    writers[name].add(chunk)
+                pages += n_pages
+                bar.update(n_pages)
         hashes = {name: w.close() for name, w in writers.items()}
         for name, w in writers.items():
             _save_dataset(w.path, tmp / name, hashes[name])

@@ -18,7 +18,9 @@ import argparse
 import hashlib
 import heapq
 import io
+import itertools
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +117,8 @@ def sha256_file(path: str | Path) -> str:
 class XlmrSentencePiece:
     """An XLM-R sentencepiece model speaking fairseq ids (what ``XLMRobertaTokenizer`` returns)."""
 
+    CACHE_LIMIT = 1_000_000  # words per prefix mode; the cache is simply emptied when it grows past it
+
     def __init__(self, model_proto: bytes, path: str | Path = "<bytes>"):
         import sentencepiece
 
@@ -133,6 +137,9 @@ class XlmrSentencePiece:
                 f"{path}: not an XLM-R style sentencepiece model (needs <unk>=0 <s>=1 </s>=2, has "
                 f"unk={self.sp.unk_id()} bos={self.sp.bos_id()} eos={self.sp.eos_id()})"
             )
+        self._cache_ws: dict[str, list[int]] = {}
+        self._cache_cont: dict[str, list[int]] = {}
+        self._check_word_cache()
 
     @classmethod
     def load(cls, path: str | Path) -> XlmrSentencePiece:
@@ -171,14 +178,84 @@ class XlmrSentencePiece:
         return self.to_fairseq((self.sp if word_start else self.sp_cont).encode(text))
 
     def encode_many(self, texts: Sequence[str], word_start: Sequence[bool]) -> list[list[int]]:
-        """spm ids (NOT shifted) for many texts in two batched calls (one per prefix mode)."""
+        """spm ids (NOT shifted) of many texts; ``word_start[i]=False`` encodes without the leading "▁".
+
+        Each whitespace-separated word is encoded on its own and cached: a unigram model whose pieces
+        never span whitespace (XLM-R's) segments every word independently, so this equals encoding
+        the whole text, and Zipf's law makes most words cache hits. Texts with a whitespace character
+        the model does not treat as a word separator, or models that fail the check in
+        ``_check_word_cache``, are encoded directly.
+        """
+        if not self._word_cache:
+            return self._encode_direct(texts, word_start)
+        cw, cc = self._cache_ws, self._cache_cont
+        if len(cw) > self.CACHE_LIMIT:
+            cw.clear()
+        if len(cc) > self.CACHE_LIMIT:
+            cc.clear()
+        words_of: list[list[str] | None] = []
+        miss_w: set[str] = set()
+        miss_c: set[str] = set()
+        direct: list[int] = []
+        odd = self._odd_space
+        for i, text in enumerate(texts):
+            if odd is not None and odd.search(text):
+                words_of.append(None)
+                direct.append(i)
+                continue
+            words = text.split()
+            words_of.append(words)
+            if not words:
+                continue
+            if word_start[i]:
+                miss_w.update(words)
+            else:
+                miss_c.add(words[0])
+                miss_w.update(words[1:])
+        for miss, cache, proc in ((miss_w, cw, self.sp), (miss_c, cc, self.sp_cont)):
+            miss.difference_update(cache.keys())
+            if miss:
+                todo = list(miss)
+                # one thread: parallelism comes from worker processes, not spm's own thread pool
+                cache.update(zip(todo, proc.encode(todo, num_threads=1)))
+        out: list[list[int]] = []
+        get = cw.__getitem__
+        chain = itertools.chain.from_iterable
+        for words, ws in zip(words_of, word_start):
+            if not words:
+                out.append([])
+            elif ws:
+                out.append(list(chain(map(get, words))))
+            else:
+                out.append(cc[words[0]] + list(chain(map(get, words[1:]))))
+        if direct:
+            for i, ids in zip(direct, self._encode_direct([texts[i] for i in direct], [word_start[i] for i in direct])):
+                out[i] = ids
+        return out
+
+    def _encode_direct(self, texts: Sequence[str], word_start: Sequence[bool]) -> list[list[int]]:
         out: list[list[int]] = [[] for _ in texts]
         for mode, proc in ((True, self.sp), (False, self.sp_cont)):
-            idx = [i for i, ws in enumerate(word_start) if ws is mode and texts[i]]
+            idx = [i for i, ws in enumerate(word_start) if bool(ws) == mode and texts[i]]
             if idx:
-                for i, ids in zip(idx, proc.encode([texts[i] for i in idx])):
+                for i, ids in zip(idx, proc.encode([texts[i] for i in idx], num_threads=1)):
                     out[i] = ids
         return out
+
+    def _check_word_cache(self) -> None:
+        """Decide whether word-by-word encoding is exact for this model, and for which whitespace.
+
+        It is when no piece holds "▁" after its first character (pieces never span words) and extra
+        whitespace is dropped; a whitespace character (by Python's ``str.split``) that the model does
+        not turn into a word boundary sends texts containing it to direct encoding.
+        """
+        sp = self.sp
+        spans_words = any("\u2581" in sp.id_to_piece(i)[1:] for i in range(sp.get_piece_size()))
+        base = sp.encode("a b")
+        squeezes = sp.encode("  a   b ") == base and self.sp_cont.encode("a  b ") == self.sp_cont.encode("a b")
+        self._word_cache = not spans_words and squeezes
+        odd = [c for c in map(chr, range(0x3001)) if c.isspace() and sp.encode(f"a{c}b") != base]
+        self._odd_space = re.compile("[" + re.escape("".join(odd)) + "]") if odd else None
 
     def id_to_piece(self, fairseq_id: int) -> str:
         if fairseq_id in (BOS_ID, PAD_ID, EOS_ID, UNK_ID):
