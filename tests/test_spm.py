@@ -123,3 +123,18 @@ def test_train_spm_cli(tmp_path):
     assert out.is_file() and XlmrSentencePiece.load(out).spm_size > 50
     assert r.stdout.count("\n") == 1 and "train-spm:" in r.stdout
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp file left behind
+
+
+def test_word_cached_encoding_equals_direct_encoding(model):
+    """``encode_many`` encodes word by word through a cache; it must equal encoding each text whole."""
+    tok = XlmrSentencePiece.load(model)
+    assert tok._word_cache  # the XLM-R kind of model qualifies
+    odd = "a\x1cb c\x85d e\u2028f g\u3000h i\u00a0j k\u2003l"  # separators spm may or may not split on
+    texts = [*TEXTS, odd, "s and more", "bird", "港", "ที่เงียบสงบ อ่าว", " x ", "x\n\ny"]
+    for word_start in (True, False):
+        ws = [word_start] * len(texts)
+        want = [tok.sp.encode(t) if word_start else tok.sp_cont.encode(t) for t in texts]
+        assert tok.encode_many(texts, ws) == want
+        assert tok.encode_many(texts, ws) == want  # now from the cache
+    mixed = [i % 2 == 0 for i in range(len(texts))]
+    assert tok.encode_many(texts, mixed) == tok._encode_direct(texts, mixed)
