@@ -12,6 +12,7 @@ a fresh subprocess; the table shows, per run:
 * articles/s: namespace-0 non-redirect pages in the dump divided by wall seconds (the same count for
   both tools, so the ratio is the ratio of speeds);
 * MB/s/worker: MB of article wikitext divided by wall seconds and by the worker count;
+* CPU s: user + system seconds of all its processes (less sensitive to other load on the machine);
 * peak RSS: the largest single process of the run (``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``
   measured in a wrapper process), in MiB.
 
@@ -86,20 +87,21 @@ def count_articles(dump: Path) -> tuple[int, int]:
     return n, b
 
 
-def timed(cmd: list[str]) -> tuple[float, float, str]:
-    """Run ``cmd`` inside a wrapper that reports the peak RSS of its largest process; (seconds, MiB, stderr)."""
+def timed(cmd: list[str]) -> tuple[float, float, float]:
+    """Run ``cmd`` in a wrapper that reports its children's CPU time and largest peak RSS: (wall s, CPU s, MiB)."""
     wrapper = (
         "import resource, subprocess, sys, time, json\n"
         "t = time.perf_counter()\n"
         "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)\n"
         "dt = time.perf_counter() - t\n"
-        "print(json.dumps({'rc': r.returncode, 'seconds': dt, 'maxrss_kib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 'stderr': r.stderr[-2000:]}))\n"
+        "u = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "print(json.dumps({'rc': r.returncode, 'seconds': dt, 'cpu': u.ru_utime + u.ru_stime, 'maxrss_kib': u.ru_maxrss, 'stderr': r.stderr[-2000:]}))\n"
     )
     out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, check=True)
     res = json.loads(out.stdout)
     if res["rc"] != 0:
         raise SystemExit(f"command failed ({res['rc']}): {' '.join(cmd)}\n{res['stderr']}")
-    return res["seconds"], res["maxrss_kib"] / 1024, res["stderr"]
+    return res["seconds"], res["cpu"], res["maxrss_kib"] / 1024
 
 
 def loadavg() -> str:
@@ -151,21 +153,25 @@ def main() -> int:
             out_db = work / f"w2v-{w}.db"
             if out_db.exists():
                 out_db.unlink()
-            sec, rss, _ = timed(cmd)
-            results.append((name, w, sec, rss))
-            print(f"  {name:30s} workers={w}: {sec:7.1f} s  (load {loadavg()})", flush=True)
+            sec, cpu, rss = timed(cmd)
+            results.append((name, w, sec, cpu, rss))
+            print(f"  {name:30s} workers={w}: {sec:7.1f} s wall, {cpu:7.1f} s CPU  (load {loadavg()})", flush=True)
 
         print()
-        print(f"{'tool':30s} {'workers':>7s} {'seconds':>8s} {'articles/s':>11s} {'MB/s/worker':>12s} {'peak RSS MiB':>13s}")
-        for name, w, sec, rss in results:
-            print(f"{name:30s} {w:7d} {sec:8.1f} {n_articles / sec:11.0f} {n_bytes / 1e6 / sec / w:12.2f} {rss:13.0f}")
-        by = {(n, w): s for n, w, s, _ in results}
+        print(f"{'tool':30s} {'workers':>7s} {'wall s':>7s} {'CPU s':>7s} {'articles/s':>11s} {'MB/s/worker':>12s} "
+              f"{'articles/CPU-s':>15s} {'peak RSS MiB':>13s}")
+        for name, w, sec, cpu, rss in results:
+            print(f"{name:30s} {w:7d} {sec:7.1f} {cpu:7.1f} {n_articles / sec:11.0f} {n_bytes / 1e6 / sec / w:12.2f} "
+                  f"{n_articles / cpu:15.0f} {rss:13.0f}")
+        by = {(n, w): s for n, w, s, _, _ in results}
+        by_cpu = {(n, w): c for n, w, _, c, _ in results}
         print()
         for w in sorted({1, args.workers}):
             ref = by.get(("wikipedia2vec build-dump-db", w))
             for name in ("ours multistream+index", "ours one reader"):
                 if ref and (name, w) in by:
-                    print(f"speed vs wikipedia2vec, {w} worker(s), {name}: {ref / by[(name, w)]:.2f}x")
+                    print(f"speed vs wikipedia2vec, {w} worker(s), {name}: {ref / by[(name, w)]:.2f}x wall, "
+                          f"{by_cpu[('wikipedia2vec build-dump-db', w)] / by_cpu[(name, w)]:.2f}x CPU")
         for name in ("ours multistream+index", "ours one reader", "wikipedia2vec build-dump-db"):
             if (name, 1) in by and (name, args.workers) in by and args.workers > 1:
                 print(f"speed-up 1 -> {args.workers} workers, {name}: {by[(name, 1)] / by[(name, args.workers)]:.2f}x")

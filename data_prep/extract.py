@@ -296,7 +296,8 @@ def _ordered_results(tasks: Iterator, cfg: WorkerConfig, workers: int) -> Iterat
         pending: deque = deque()
         for task in tasks:
             pending.append(pool.apply_async(run_task, (task,)))
-            if len(pending) >= 3 * workers:
+            # enough work in flight that workers never idle while this process writes a parquet file
+            if len(pending) >= max(16, 8 * workers):
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
@@ -355,6 +356,8 @@ def extract(
         raise InputError(f"{dump}: dump file not found")
     if index is not None and not Path(index).exists():
         raise InputError(f"{index}: index file not found")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: --out exists and is not a directory")
     if workers < 1:
         raise InputError(f"--workers must be >= 1 (got {workers})")
     if limit_pages is not None and limit_pages < 1:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_prep.atomic import atomic_path
-from data_prep.dump import parse_pages, read_header_and_chunks
+from data_prep.dump import PageXMLError, parse_pages, read_header_and_chunks
 from data_prep.errors import InputError
 
 PAGES_PER_STREAM = 100
@@ -54,7 +54,13 @@ def make_multistream(dump: Path, out_dir: Path, pages_per_stream: int = PAGES_PE
         n_streams += 1
         for chunk in chunks:
             offset = f.tell()
-            for page in parse_pages(chunk.data):
+            try:
+                pages = parse_pages(chunk.data)
+            except PageXMLError as e:
+                raise InputError(
+                    f"{dump}: malformed XML at line {chunk.first_line + e.line - 1}, column {e.column}: {e.message}"
+                ) from None
+            for page in pages:
                 index_lines.append(f"{offset}:{page.page_id}:{page.title}\n".encode())
                 n_pages += 1
             f.write(bz2.compress(chunk.data.lstrip(b"\r\n") + b"\n", 9))

@@ -80,6 +80,16 @@ def test_deterministic_and_cli(tmp_path):
     assert a.dump.read_bytes() == b_dump.read_bytes() and a.index.read_bytes() == b_index.read_bytes()
 
 
+def test_bad_input_is_one_line(tmp_path):
+    src = tmp_path / "bad-pages-articles.xml"
+    src.write_text(_pages_xml(5).replace("<ns>0</ns>", "<ns>0</nz>", 1), encoding="utf-8")
+    r = subprocess.run([sys.executable, "-m", "data_prep", "make-multistream", "--dump", str(src), "--out-dir",
+                        str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"error: {src}: malformed XML at line 11,") and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
 @pytest.mark.parametrize("xml", SAMPLE_XML, ids=[p.name.split("-")[0] for p in SAMPLE_XML])
 def test_bundled_multistream_files_are_regenerated_identically(xml, tmp_path):
     """The committed sample multistream files must be what make-multistream writes from the XML today."""
