@@ -407,14 +407,18 @@ class EntityPredictionHead(nn.Module):
 # The model
 
 
-@dataclass
-class MLukeOutput:
+@dataclass(eq=False)
+class MLukeOutput(dict):
     """Per-objective SUMS over the masked positions of this micro-batch.
 
     The trainer adds them up over all micro-batches and ranks of an optimiser step and divides the loss
     sums by the counts, so each objective is normalised by its number of masked positions in the whole
     step. All six are 0-dim float32 tensors (counts and correct predictions too, so they can be stacked
     and all-reduced with the sums in one call); the loss sums carry the graph.
+
+    Also a dict of the same fields (like transformers' ModelOutput), kept in sync both ways: ZeRO-3
+    finds the tensors of a module's output only in tuples, lists and dicts, and swaps in hooked ones
+    in place (``out[key] = ...``); attribute access must then return the hooked tensor.
     """
 
     mlm_loss_sum: torch.Tensor
@@ -427,6 +431,15 @@ class MLukeOutput:
     mep_logits: torch.Tensor | None = None  # [B, E, V_e], only with return_logits=True
     word_hidden_states: torch.Tensor | None = None  # [B, L, H] final encoder states
     entity_hidden_states: torch.Tensor | None = None  # [B, E, H] or None without entities
+
+    def __setattr__(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)
+        dict.__setitem__(self, name, value)
+
+    def __setitem__(self, key: str, value) -> None:
+        if key not in self.__dataclass_fields__:
+            raise KeyError(f"MLukeOutput has no field {key!r}")
+        self.__setattr__(key, value)
 
 
 def _masked_objective(

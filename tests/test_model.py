@@ -380,3 +380,16 @@ def test_model_flops_per_token_counts_encoder_as_six_n():
         cfg, seq, 0, mask_prob=0.0
     )
     assert extra == pytest.approx(6 * (32 * 32 + 32 * 100) * 0.5)
+
+
+def test_output_is_a_dataclass_and_a_dict_in_sync():
+    """ZeRO-3 replaces output tensors through the dict interface; attributes must see the new ones."""
+    out = tiny_mluke().eval()(**make_batch())
+    assert isinstance(out, dict) and out["mlm_count"] is out.mlm_count
+    replaced = out.mlm_loss_sum * 1.0
+    out["mlm_loss_sum"] = replaced
+    assert out.mlm_loss_sum is replaced
+    out.mep_loss_sum = replaced
+    assert out["mep_loss_sum"] is replaced
+    with pytest.raises(KeyError):
+        out["loss"] = replaced
