@@ -94,7 +94,6 @@ _DISAMBIG_MAGIC = "__DISAMBIG__"
 _PREPASS_RE = re.compile(r"<!--.*?(?:-->|\Z)|<ref\b[^>]*?/>|<ref\b[^>]*>.*?</ref\s*>", re.IGNORECASE | re.DOTALL)
 _SWITCH_RE = re.compile(r"__[A-ZÀ-Ý_]{3,}__")
 _BLANK_LINE_RE = re.compile(r"\n[^\S\n]*\n")
-_SPLIT_RE = re.compile(BREAK + r"|\n[^\S\n]*\n")
 # Whitespace that collapses to one space: any run of 2+ whitespace characters, and single line breaks /
 # tabs / control spaces.  A lone U+00A0 (&nbsp;), U+3000 or thin space is kept: the reader sees it.
 _LINE_WS = "\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\u2028\u2029"
@@ -420,26 +419,34 @@ class _Renderer:
             self.brk()
 
 
+def _as_breaks(m: re.Match) -> str:
+    return BREAK * (m.end() - m.start())
+
+
 def _finish(raw: str, links: list[list]) -> list[Paragraph]:
     """Split the raw rendering into paragraphs, collapse whitespace and move link spans along."""
     paragraphs: list[Paragraph] = []
     links = [lk for lk in links if lk[2] is not None and lk[1] > lk[0]]
     li = 0
     n_links = len(links)
-    seg_start = 0
-    bounds = [(m.start(), m.end()) for m in _SPLIT_RE.finditer(raw)]
-    bounds.append((len(raw), len(raw)))
-    for b_start, b_end in bounds:
-        seg = raw[seg_start:b_start]
-        base = seg_start
-        seg_start = b_end
+    # Blank lines become BREAK characters of the same length, so offsets stay valid and one
+    # str.split finds every paragraph.
+    if "\n" in raw:
+        raw = _BLANK_LINE_RE.sub(_as_breaks, raw)
+    base = 0
+    for seg in raw.split(BREAK):
+        seg_start = base
+        seg_end = base + len(seg)
+        base = seg_end + 1
+        if not seg:
+            continue
         # links of this segment (links crossing a paragraph break are dropped)
         seg_links = []
-        while li < n_links and links[li][0] < b_start:
+        while li < n_links and links[li][0] < seg_end:
             s, e, title = links[li]
             li += 1
-            if s >= base and e <= b_start:
-                seg_links.append((s - base, e - base, title))
+            if s >= seg_start and e <= seg_end:
+                seg_links.append((s - seg_start, e - seg_start, title))
         if not seg or seg.isspace():
             continue
         if not seg_links:
