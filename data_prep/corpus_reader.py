@@ -80,10 +80,13 @@ def iter_page_batches(
     """Pages in file order as lists of ``{column: python value}`` dicts."""
     import pyarrow.parquet as pq
 
+    # parquet reads in small batches are slow (a fixed cost per batch): read big ones, cut them here
     for f in corpus.page_files:
         pf = pq.ParquetFile(f)
-        for batch in pf.iter_batches(batch_size=batch_size, columns=list(columns)):
-            yield batch.to_pylist()
+        for batch in pf.iter_batches(batch_size=max(batch_size, 4096), columns=list(columns)):
+            rows = batch.to_pylist()
+            for i in range(0, len(rows), batch_size):
+                yield rows[i : i + batch_size]
 
 
 def iter_pages(corpus: Corpus, columns: Sequence[str] = PAGE_COLUMNS) -> Iterator[dict]:

@@ -41,6 +41,7 @@ SPLITS = ("train", "validation")
 SPM_COPY = "sentencepiece.bpe.model"
 VOCAB_COPY = "entity_vocab.jsonl"
 LOOP = -1  # link_map value for a title whose redirect chain loops
+SEEN = ("links", "sentences", "sentences_split")  # counters that are not drops
 _NEW, _CONT = -2, -3  # piece codes in a page plan (entity ids are >= 0)
 
 
@@ -72,7 +73,8 @@ class LanguageSummary:
     lang: str
     pages: int
     splits: dict[str, dict[str, int]]  # split -> {sequences, tokens, entities}
-    dropped: dict[str, int]
+    seen: dict[str, int]  # input counted: links, sentences
+    dropped: dict[str, int]  # what was left out, by reason (links_not_in_vocab, mentions_too_long, ...)
     fingerprint: str
     input_hash: str
     skipped: bool = False  # True when an existing output was reused
@@ -494,15 +496,15 @@ def _build_language(
 
     processor = PageProcessor(corpus.lang, str(corpus.path), tokenizer, build_link_map(corpus.lang, vocab, read_redirects(corpus.path)), config)
     dest = out / corpus.lang
-    dropped: collections.Counter = collections.Counter()
+    counts: collections.Counter = collections.Counter()
     pages = 0
     with atomic_path(dest) as tmp:
         tmp.mkdir()
         writers = {name: _SplitWriter(tmp / f".{name}.arrow") for name in SPLITS}
         # disable=None: a bar on a terminal only, so piped stderr keeps the one-line error contract
         with tqdm(total=corpus.num_pages, unit="page", desc=f"shards {corpus.lang}", disable=None if progress else True) as bar:
-            for n_pages, chunks, counts in _ordered_map(_process_batch, iter_page_batches(corpus, batch_pages), workers, processor):
-                dropped.update(counts)
+            for n_pages, chunks, batch_counts in _ordered_map(_process_batch, iter_page_batches(corpus, batch_pages), workers, processor):
+                counts.update(batch_counts)
                 for name, chunk in chunks.items():
                     writers[name].add(chunk)
                 pages += n_pages
@@ -513,7 +515,13 @@ def _build_language(
             w.path.unlink()
         fingerprint = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
         summary = LanguageSummary(
-            corpus.lang, pages, {n: w.stats for n, w in writers.items()}, dict(sorted(dropped.items())), fingerprint, input_hash
+            corpus.lang,
+            pages,
+            {n: w.stats for n, w in writers.items()},
+            {k: counts[k] for k in SEEN},
+            {k: v for k, v in sorted(counts.items()) if k not in SEEN},
+            fingerprint,
+            input_hash,
         )
         write_json(tmp / "build.json", asdict(summary))
     return summary
@@ -559,7 +567,10 @@ def build_shards(
             ).encode()
         ).hexdigest()
         done = out / corpus.lang / "build.json"
-        previous = json.loads(done.read_text()) if done.is_file() else None
+        try:
+            previous = json.loads(done.read_text(encoding="utf-8")) if done.is_file() else None
+        except ValueError:  # unreadable: rebuild the language
+            previous = None
         if previous and previous.get("input_hash") == input_hash and all((out / corpus.lang / s).is_dir() for s in SPLITS):
             summary.languages[corpus.lang] = LanguageSummary(**{**previous, "skipped": True})
             continue
@@ -598,6 +609,7 @@ def build_shards(
             lang: {
                 "pages": s.pages,
                 **{name: s.splits[name] for name in SPLITS},
+                "seen": s.seen,
                 "dropped": s.dropped,
                 "fingerprint": s.fingerprint,
                 "input_hash": s.input_hash,
