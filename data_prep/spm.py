@@ -5,6 +5,12 @@ pieces ``<unk>``0 ``<s>``1 ``</s>``2. fairseq (and so ``transformers.XLMRobertaT
 into its own dictionary: ``<s>``0 ``<pad>``1 ``</s>``2 ``<unk>``3, spm piece i (i >= 3) -> i + 1,
 spm's unknown (0) -> 3, and ``<mask>`` appended last at len(spm) + 1.
 
+Parity with ``transformers.XLMRobertaTokenizer`` (5.x, which converts the spm model to a ``tokenizers``
+Unigram model): the ids are equal on ordinary text, unknown characters (emoji, rare CJK, consecutive
+unknowns fused into one ``<unk>``), NFKC-normalised forms and odd whitespace, with one deliberate
+exception: the literal strings "<s>", "</s>", "<pad>", "<unk>" and "<mask>" in the text become special
+ids in transformers but stay plain text here (a page that mentions "<mask>" must not mask anything).
+
 For exact entity spans the text is cut at link boundaries and the pieces are encoded separately.
 A piece that continues a word (no whitespace before it) must not get the word-start "▁" that
 sentencepiece's ``add_dummy_prefix`` adds, so a second processor is loaded from the same model with

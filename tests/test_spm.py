@@ -60,6 +60,21 @@ def test_fairseq_ids_equal_transformers_xlmr_tokenizer(model, tmp_path):
     assert unknown_seen >= 4  # the test really exercised spm's unknown -> fairseq <unk>
 
 
+def test_special_token_strings_stay_plain_text(model, tmp_path):
+    """The one difference from transformers: it turns a literal "<mask>" in the text into the mask id."""
+    from transformers import XLMRobertaTokenizer
+
+    (tmp_path / "x").mkdir()
+    shutil.copy(model, tmp_path / "x" / "sentencepiece.bpe.model")
+    hf = XLMRobertaTokenizer.from_pretrained(str(tmp_path / "x"))
+    tok = XlmrSentencePiece.load(model)
+    text = "A <mask> and <s> here"
+    assert hf.mask_token_id in hf(text)["input_ids"]
+    ours = tok.encode(text).tolist()
+    assert tok.mask_id not in ours and 0 not in ours
+    assert tok.decode(ours).replace("\u2047", "?").count("mask") == 1
+
+
 def test_id_layout_matches_the_spm_pieces(model):
     import sentencepiece
 
