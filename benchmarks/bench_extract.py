@@ -13,8 +13,10 @@ a fresh subprocess; the table shows, per run:
   both tools, so the ratio is the ratio of speeds);
 * MB/s/worker: MB of article wikitext divided by wall seconds and by the worker count;
 * CPU s: user + system seconds of all its processes (less sensitive to other load on the machine);
-* peak RSS: the largest single process of the run (``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``
-  measured in a wrapper process), in MiB.
+* peak RSS: the peak of the summed resident memory of all its processes (main + workers), in MiB.
+
+CPU and memory come from sampling the run's process tree with psutil every 50 ms (a process that
+lives less than that may be missed; the last 50 ms of each process are not counted).
 
 Equal process count: ``--workers N`` for us (N workers; the main process only writes parquet) vs
 ``--pool-size N`` for wikipedia2vec (N workers plus its main process that decompresses and parses XML).
@@ -87,21 +89,42 @@ def count_articles(dump: Path) -> tuple[int, int]:
     return n, b
 
 
+_WRAPPER = r"""
+import json, subprocess, sys, time
+import psutil
+t = time.perf_counter()
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+root = psutil.Process(p.pid)
+cpu, peak = {}, 0
+while p.poll() is None:
+    rss = 0
+    try:
+        procs = [root] + root.children(recursive=True)
+    except psutil.Error:
+        procs = []
+    for q in procs:
+        try:
+            c = q.cpu_times()
+            cpu[q.pid] = c.user + c.system
+            rss += q.memory_info().rss
+        except psutil.Error:
+            pass
+    peak = max(peak, rss)
+    time.sleep(0.05)
+err = p.stderr.read()
+dt = time.perf_counter() - t
+print(json.dumps({"rc": p.returncode, "seconds": dt, "cpu": sum(cpu.values()), "peak_rss": peak, "stderr": err[-2000:]}))
+"""
+
+
 def timed(cmd: list[str]) -> tuple[float, float, float]:
-    """Run ``cmd`` in a wrapper that reports its children's CPU time and largest peak RSS: (wall s, CPU s, MiB)."""
-    wrapper = (
-        "import resource, subprocess, sys, time, json\n"
-        "t = time.perf_counter()\n"
-        "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)\n"
-        "dt = time.perf_counter() - t\n"
-        "u = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
-        "print(json.dumps({'rc': r.returncode, 'seconds': dt, 'cpu': u.ru_utime + u.ru_stime, 'maxrss_kib': u.ru_maxrss, 'stderr': r.stderr[-2000:]}))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, check=True)
+    """Run ``cmd``, sampling its whole process tree every 50 ms: (wall s, CPU s of all its processes,
+    peak of the summed RSS of all its processes in MiB)."""
+    out = subprocess.run([sys.executable, "-c", _WRAPPER, *cmd], capture_output=True, text=True, check=True)
     res = json.loads(out.stdout)
     if res["rc"] != 0:
         raise SystemExit(f"command failed ({res['rc']}): {' '.join(cmd)}\n{res['stderr']}")
-    return res["seconds"], res["cpu"], res["maxrss_kib"] / 1024
+    return res["seconds"], res["cpu"], res["peak_rss"] / 2**20
 
 
 def loadavg() -> str:
