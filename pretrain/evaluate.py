@@ -158,6 +158,15 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def examples(self, per_language: int) -> str:
+        """The first ``per_language`` mask-mode cloze predictions of each language, one line each."""
+        lines, shown = [], {}
+        for p in self.predictions:
+            if p["mode"] == "mask" and shown.get(p["lang"], 0) < per_language:
+                shown[p["lang"]] = shown.get(p["lang"], 0) + 1
+                lines.append(f"{p['lang']}: {p['prompt']} -> {', '.join(p['top5'][:3])} (answer rank {p['rank'] + 1})")
+        return "\n".join(lines)
+
     def table(self) -> str:
         def f(x: float | None, nd: int = 4) -> str:
             return "-" if x is None else f"{x:.{nd}f}"
@@ -374,6 +383,7 @@ def evaluate_cloze(
                 for (p, x), rank, t in zip(part, r, top):
                     predictions.append({
                         "lang": lang, "mode": mode, "relation": p.relation, "subject": p.subject, "answer": p.object,
+                        "prompt": p.template.replace("[X]", p.subject_text).replace("[Y]", "[" + p.object_text + "]"),
                         "answer_id": x.target, "rank": rank, "top5": [names.get(i, str(i)) for i in t],
                     })
             n = len(ranks)
@@ -442,6 +452,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-sequences", type=int, default=None, help="per language (default: all)")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--show", type=int, default=0, metavar="N", help="print N cloze predictions per language")
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -451,6 +462,8 @@ def run_cli(args: argparse.Namespace) -> int:
         seed=args.seed, batch_size=args.batch_size, max_sequences=args.max_sequences,
     )
     print(report.table())
+    if args.show and report.predictions:
+        print("\n" + report.examples(args.show))
     if args.json is not None:
         write_json(args.json, report.to_dict())
     n = sum(r.sequences for r in report.languages)

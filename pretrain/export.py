@@ -1,8 +1,9 @@
 """``python -m pretrain export --checkpoint OUT/checkpoints[/TAG] --out HF_DIR``: DeepSpeed -> Hugging Face.
 
 Reads a DeepSpeed checkpoint of any ZeRO stage (partitioned fp32 master weights are consolidated with
-DeepSpeed's own ``zero_to_fp32``), rebuilds the model config from the run's ``OUT/config.yaml`` and the
-shards' manifest (spm and entity-vocab sizes), and writes a directory that loads with
+DeepSpeed's own ``zero_to_fp32``), takes the model config from ``model_config.json`` (tag dir or OUT) when
+the trainer recorded one, else rebuilds it as the trainer did from ``OUT/config.yaml`` and the shards'
+manifest (spm and entity-vocab sizes, ``model.init_from``'s config.json), and writes a directory that loads with
 ``transformers.LukeForMaskedLM`` / ``LukeModel`` and ``MLukeTokenizer``:
 
 - ``model.safetensors`` (sharded above 5 GB) with EVERY weight written, tied ones included
@@ -47,6 +48,7 @@ ENT_INIT_PIECES = ("@", "#")  # LUKE initialises <ent> from "@" and <ent2> from 
 POOLER_SEED = 0
 MLUKE_WEIGHTS = "mluke_model.safetensors"
 MLUKE_CONFIG = "mluke_config.json"
+RECORDED_CONFIG = "model_config.json"  # MLukeConfig.to_dict() in the tag dir or OUT, if the trainer writes one
 
 
 class UnsupportedForHF(InputError):
@@ -98,8 +100,12 @@ def resolve_checkpoint(checkpoint: str | Path, shards: str | Path | None = None)
         manifest = check_shards(shards_dir)
     except InputError as e:
         raise InputError(f"{e} (shards of the run {run_dir}; pass --shards DIR if they moved)") from None
-    n_words = spm_size(manifest.spm_path) + 2
-    mc = model_config(cfg, n_words, entity_vocab_size(manifest.entity_vocab_path))
+    recorded = [f for f in (ckpt_dir / tag / RECORDED_CONFIG, run_dir / RECORDED_CONFIG) if f.is_file()]
+    if recorded:  # written by the trainer: needs neither model.init_from nor a re-derivation
+        mc = MLukeConfig(**json.loads(recorded[0].read_text(encoding="utf-8")))
+    else:
+        n_words = spm_size(manifest.spm_path) + 2
+        mc = model_config(cfg, n_words, entity_vocab_size(manifest.entity_vocab_path))
     return SourceCheckpoint(
         ckpt_dir=ckpt_dir,
         tag=tag,
@@ -313,6 +319,7 @@ def export(checkpoint: Path, out: Path, shards: Path | None = None, dtype: str =
         if hf:
             state = to_luke_state_dict(sd, mc, ent_ids)
             config = luke_config(mc)
+            config.dtype = str(DTYPES[dtype]).removeprefix("torch.")  # from_pretrained loads in this dtype
             _check_against_transformers(state, config)
             config.save_pretrained(tmp)
             _save_weights(state, tmp, dtype)

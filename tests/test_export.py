@@ -332,3 +332,16 @@ def test_mluke_tokenizer_matches_the_shard_builder(tmp_path):
                     assert [p for p in pos if p != -1] == list(range(s + 1, e + 1))
             seen += 1
     assert seen == len(MULTILINGUAL)
+
+
+def test_a_recorded_model_config_wins_over_the_rebuilt_one(tmp_path):
+    import dataclasses
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(run(0, 2), run_dir)
+    mc = resolve_checkpoint(run_dir).model_config
+    assert mc.num_attention_heads == 4  # from config.yaml
+    (run_dir / "model_config.json").write_text(json.dumps(dataclasses.replace(mc, num_attention_heads=2).to_dict()))
+    out = export(run_dir, tmp_path / "hf")
+    assert json.loads((out / "config.json").read_text())["num_attention_heads"] == 2
