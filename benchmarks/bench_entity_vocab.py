@@ -190,12 +190,22 @@ def main() -> int:
     root.mkdir(parents=True, exist_ok=True)
     try:
         t0 = time.perf_counter()
-        info = [
-            make_language(root, lang, n_links // len(langs), n_titles // len(langs), args.pages_per_file, args.seed + i)
-            for i, lang in enumerate(langs)
-        ]
-        make_interwiki(root / "interwiki.parquet", langs, n_titles // len(langs))
-        disk = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+        params = root / "params.json"
+        wanted = {"links": n_links, "titles": n_titles, "langs": langs, "pages_per_file": args.pages_per_file, "seed": args.seed}
+        if args.dir and params.is_file() and json.loads(params.read_text()) == wanted:
+            print(f"reusing the synthetic corpora in {root}")
+            info = [{"dir": root / lang, "links": n_links // len(langs)} for lang in langs]
+        else:
+            for lang in langs:
+                shutil.rmtree(root / lang, ignore_errors=True)
+            info = [
+                make_language(root, lang, n_links // len(langs), n_titles // len(langs), args.pages_per_file, args.seed + i)
+                for i, lang in enumerate(langs)
+            ]
+            make_interwiki(root / "interwiki.parquet", langs, n_titles // len(langs))
+            params.write_text(json.dumps(wanted))
+        inputs = [root / "interwiki.parquet", *(f for lang in langs for f in (root / lang).iterdir())]
+        disk = sum(f.stat().st_size for f in inputs)
         print(f"synthetic corpora: {len(langs)} languages, {sum(i['links'] for i in info):,} links over {n_titles:,} titles, "
               f"{disk / 1e6:.0f} MB on disk, generated in {time.perf_counter() - t0:.0f}s")
 

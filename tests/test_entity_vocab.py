@@ -246,7 +246,7 @@ def test_bad_arguments_raise_input_error(corpora, tmp_path):
     with pytest.raises(InputError, match="second corpus for language 'en'"):
         build_entity_vocab([corpora["en"], corpora["en"]], tmp_path / "v.jsonl", 10, progress=False)
     bad_iw = write_interwiki(tmp_path / "dup.parquet", [("en", "Tokyo", "Q1"), ("en", "Tokyo", "Q2")])
-    with pytest.raises(InputError, match="appears twice"):
+    with pytest.raises(InputError, match=r"some \(en, title\) appears twice"):
         build(corpora, tmp_path, interwiki=bad_iw)
 
 

@@ -138,8 +138,11 @@ def test_wikidata_filters_sites_and_entity_types(tmp_path):
         ("en", "O'Brien, Ann", "Q555"),
         ("en", "Back\\slash", "Q777"),
     ]
-    assert stats.skipped_entities == {"property": 1, "lexeme": 1}
-    assert (stats.bad_lines, stats.items, stats.items_with_sitelinks) == (1, 6, 4)
+    # The property has an enwiki key, so it is parsed and skipped by type; the lexeme, Q4 (dewiki only) and
+    # Q5 (no sitelinks) hold no requested site key and are skipped unparsed; the truncated line is bad.
+    assert stats.skipped_entities == {"property": 1}
+    assert (stats.without_sitelinks, stats.bad_lines, stats.items, stats.items_with_sitelinks) == (3, 1, 4, 4)
+    assert list(iter_sitelinks(path, ["de"])) == [("de", "Nur Deutsch", "Q4")]
     assert stats.sitelinks == {"en": 4, "ja": 2}
     # simplewiki is the language "simple" only when asked for.
     assert [r for r in iter_sitelinks(path, ["simple"]) if r[0] == "simple"] == [("simple", "Japan", "Q17")]
