@@ -17,6 +17,7 @@ import argparse
 import multiprocessing as mp
 import os
 import re
+import resource
 import shutil
 import signal
 import sys
@@ -25,6 +26,8 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -55,6 +58,7 @@ REDIRECTS_SCHEMA = pa.schema([("title", pa.string()), ("target", pa.string())])
 
 DEFAULT_ROWS_PER_FILE = 20_000
 DEFAULT_PAGE_TIMEOUT = 30.0
+DEFAULT_WORKER_MEMORY_GB = 8.0
 
 # Old or hand-made dumps may lack <redirect/>; the magic word (a few localised forms) still marks them.
 _REDIRECT_RE = re.compile(
@@ -96,6 +100,7 @@ class WorkerConfig:
     case: str
     namespaces: dict[int, str]
     page_timeout: float
+    worker_memory_gb: float = 0.0
 
 
 @dataclass
@@ -140,8 +145,15 @@ def _on_alarm(signum, frame):  # noqa: ARG001
         raise PageTimeout()
 
 
-def init_worker(cfg: WorkerConfig) -> None:
+def init_worker(cfg: WorkerConfig, pool_worker: bool = True) -> None:
     _W.clear()
+    if pool_worker and cfg.worker_memory_gb > 0:
+        # A page that makes the parser allocate without bound fails with MemoryError (counted as a
+        # failed page) instead of the kernel killing the worker.
+        limit = int(cfg.worker_memory_gb * 2**30)
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard == resource.RLIM_INFINITY or hard >= limit:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     _W["cfg"] = cfg
     _W["parser"] = TitleParser(cfg.lang or "en", cfg.case, cfg.namespaces)
     _W["trail"] = link_trail_re(cfg.lang or "en")
@@ -210,6 +222,8 @@ def process_pages(pages: list[RawPage]) -> ChunkResult:
                 failed.append({"title": page.title, "error": f"timed out after {_W['cfg'].page_timeout:g} s"})
             elif isinstance(e, RecursionError):
                 failed.append({"title": page.title, "error": "RecursionError: nesting too deep"})
+            elif isinstance(e, MemoryError):
+                failed.append({"title": page.title, "error": "MemoryError: the page needs more than the worker's memory limit"})
             else:
                 failed.append({"title": page.title, "error": f"{type(e).__name__}: {e}"[:500]})
             continue
@@ -282,7 +296,7 @@ def run_task(task) -> ChunkResult:
 def _ordered_results(tasks: Iterator, cfg: WorkerConfig, workers: int) -> Iterator[ChunkResult]:
     """Run tasks (in this process or a pool) and yield results in submission order, bounded in flight."""
     if workers <= 1:
-        init_worker(cfg)
+        init_worker(cfg, pool_worker=False)
         try:
             for task in tasks:
                 yield run_task(task)
@@ -291,20 +305,30 @@ def _ordered_results(tasks: Iterator, cfg: WorkerConfig, workers: int) -> Iterat
         return
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["data_prep.extract"])
-    pool = ctx.Pool(workers, initializer=init_worker, initargs=(cfg,))
+    # ProcessPoolExecutor, not multiprocessing.Pool: a worker that dies (killed for memory) breaks
+    # the executor with an error instead of leaving its task waiting forever.
+    executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(cfg,))
     try:
         pending: deque = deque()
         for task in tasks:
-            pending.append(pool.apply_async(run_task, (task,)))
+            pending.append(executor.submit(run_task, task))
             # enough work in flight that workers never idle while this process writes a parquet file
             if len(pending) >= max(16, 8 * workers):
-                yield pending.popleft().get()
+                yield _result(pending.popleft(), cfg)
         while pending:
-            yield pending.popleft().get()
-        pool.close()
+            yield _result(pending.popleft(), cfg)
     finally:
-        pool.terminate()
-        pool.join()
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _result(future, cfg: WorkerConfig) -> ChunkResult:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise RuntimeError(
+            f"{cfg.dump}: a worker process died (killed for memory?); pages are limited to "
+            f"{cfg.worker_memory_gb:g} GiB of address space per worker (--worker-memory-gb)"
+        ) from None
 
 
 class _PagesWriter:
@@ -348,6 +372,7 @@ def extract(
     page_timeout: float = DEFAULT_PAGE_TIMEOUT,
     rows_per_file: int = DEFAULT_ROWS_PER_FILE,
     progress: bool = True,
+    worker_memory_gb: float = DEFAULT_WORKER_MEMORY_GB,
 ) -> ExtractStats:
     """Extract the articles, redirects and site info of one dump into ``out`` (see module docstring)."""
     t0 = time.perf_counter()
@@ -387,7 +412,8 @@ def extract(
         info, chunks = read_header_and_chunks(dump, limit_pages)
         tasks = (BytesTask(c.data, c.first_line, c.n_pages) for c in chunks)
 
-    cfg = WorkerConfig(str(dump), str(index or ""), info.lang, info.case, dict(info.namespaces), page_timeout)
+    cfg = WorkerConfig(str(dump), str(index or ""), info.lang, info.case, dict(info.namespaces), page_timeout,
+                       worker_memory_gb)
     stats = ExtractStats(lang=info.lang)
     skipped: Counter = Counter()
     redirects: list[tuple[str, str]] = []
@@ -459,11 +485,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"seconds allowed to render one page before it is counted as failed (default {DEFAULT_PAGE_TIMEOUT:g})")
     parser.add_argument("--rows-per-file", type=int, default=DEFAULT_ROWS_PER_FILE,
                         help=f"articles per pages-NNNNN.parquet (default {DEFAULT_ROWS_PER_FILE})")
+    parser.add_argument("--worker-memory-gb", type=float, default=DEFAULT_WORKER_MEMORY_GB,
+                        help="address-space limit per worker process; a page exceeding it is counted as failed "
+                             f"(0 = no limit; default {DEFAULT_WORKER_MEMORY_GB:g})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run_cli(args: argparse.Namespace) -> int:
     stats = extract(args.dump, args.out, index=args.index, workers=args.workers, limit_pages=args.limit_pages,
-                    page_timeout=args.page_timeout, rows_per_file=args.rows_per_file, progress=not args.no_progress)
+                    page_timeout=args.page_timeout, rows_per_file=args.rows_per_file, progress=not args.no_progress,
+                    worker_memory_gb=args.worker_memory_gb)
     print(summary_line(stats, args.out), file=sys.stderr)
     return 0
