@@ -42,6 +42,7 @@ it on the same scale as the words from step 0.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -579,25 +580,33 @@ def entity_parameter_names(model: nn.Module) -> list[str]:
     return [n for n, _ in model.named_parameters() if n.startswith(ENTITY_PREFIXES)]
 
 
-def _read_checkpoint_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a Hugging Face model directory (safetensors, sharded or not, else pytorch_model.bin)."""
+def iter_checkpoint_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) of a Hugging Face model directory, one at a time: safetensors (single or sharded,
+    read lazily so an XL checkpoint never sits in memory twice), else pytorch_model.bin (memory-mapped)."""
     single, index = path / "model.safetensors", path / "model.safetensors.index.json"
     if single.is_file() or index.is_file():
-        from safetensors.torch import load_file
+        from safetensors import safe_open
 
         if single.is_file():
             files = [single]
         else:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
             files = [path / f for f in sorted(set(weight_map.values()))]
-        tensors: dict[str, torch.Tensor] = {}
         for f in files:
-            tensors.update(load_file(str(f)))
-        return tensors
+            with safe_open(str(f), framework="pt") as reader:
+                for key in reader.keys():
+                    yield key, reader.get_tensor(key)
+        return
     binary = path / "pytorch_model.bin"
     if binary.is_file():
-        return torch.load(binary, map_location="cpu", weights_only=True, mmap=True)
+        yield from torch.load(binary, map_location="cpu", weights_only=True, mmap=True).items()
+        return
     raise InputError(f"{path}: no model.safetensors[.index.json] or pytorch_model.bin in this directory")
+
+
+def _read_checkpoint_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a Hugging Face model directory as one dict."""
+    return dict(iter_checkpoint_tensors(path))
 
 
 @torch.no_grad()
@@ -612,10 +621,9 @@ def init_from_xlmr(
     mention tokens' word position embeddings. Returns the names of the parameters that were loaded.
     """
     path = Path(path)
-    tensors = _read_checkpoint_tensors(path)
     own = model.state_dict(keep_vars=True)
     loaded: set[str] = set()
-    for key, value in tensors.items():
+    for key, value in iter_checkpoint_tensors(path):
         name = "luke." + key[len("roberta.") :] if key.startswith("roberta.") else key
         if name == "lm_head.decoder.bias":
             name = "lm_head.bias"

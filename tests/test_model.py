@@ -393,3 +393,16 @@ def test_output_is_a_dataclass_and_a_dict_in_sync():
     assert out["mep_loss_sum"] is replaced
     with pytest.raises(KeyError):
         out["loss"] = replaced
+
+
+def test_init_from_sharded_checkpoint_equals_single_file(tmp_path):
+    single = save_tiny_xlmr(tmp_path / "single")
+    model = XLMRobertaForMaskedLM.from_pretrained(single)
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    a, b = (MLukeForMaskedLM(tiny_mluke_config()) for _ in range(2))
+    init_from_xlmr(a, single)
+    init_from_xlmr(b, tmp_path / "sharded")
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        if name not in entity_parameter_names(a):
+            assert torch.equal(p, q), name
