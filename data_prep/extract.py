@@ -377,10 +377,9 @@ def extract(
     """Extract the articles, redirects and site info of one dump into ``out`` (see module docstring)."""
     t0 = time.perf_counter()
     dump, out = Path(dump), Path(out)
-    if not dump.exists():
-        raise InputError(f"{dump}: dump file not found")
-    if index is not None and not Path(index).exists():
-        raise InputError(f"{index}: index file not found")
+    for path, what in ((dump, "dump file"), (index, "index file")):
+        if path is not None and not Path(path).is_file():
+            raise InputError(f"{path}: {what} {'is not a file' if Path(path).exists() else 'not found'}")
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: --out exists and is not a directory")
     if workers < 1:

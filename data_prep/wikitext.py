@@ -17,7 +17,8 @@ Rendering rules (the contract the tests and later stages rely on):
   links (``[[wikt:x|y]]``), section links (``[[#S|x]]``) and invalid targets show their text but are not
   entity links. External links ``[http://u label]`` show the label; bare URLs and unlabelled ones are dropped.
 * **Templates** are removed, except the inline ones in :data:`INLINE_TEMPLATES` / :data:`SYMBOL_TEMPLATES`,
-  whose visible parameter is rendered (links inside it included).
+  whose visible parameter is rendered (links inside it included), and ``{{convert}}``, which shows
+  its value and unit (``{{convert|5|km|mi}}`` -> "5 km").
 * **Tags**: references, tables, galleries, math, code blocks and the like (:data:`DROP_TAGS`) are removed
   with their content; other tags (``<span>``, ``<small>``, ``<b>``...) are removed but their content
   kept; ``<br>`` reads as a space; ``<nowiki>`` content is literal text. Comments, bold/italic marks,
@@ -46,7 +47,7 @@ BREAK = "\x00"
 DROP_TAGS = frozenset({
     "ref", "references", "math", "chem", "ce", "gallery", "timeline", "imagemap", "syntaxhighlight",
     "source", "pre", "score", "graph", "templatedata", "mapframe", "maplink", "inputbox", "categorytree",
-    "hiero", "table", "tr", "td", "th", "caption", "includeonly", "noinclude", "style", "script",
+    "hiero", "table", "tr", "td", "th", "caption", "includeonly", "style", "script",
     "indicator", "templatestyles", "section", "charinsert", "ref-list", "referencelist", "img", "sup-ref",
 })
 # Tags whose content is kept but which form a block of their own (a paragraph break around them).
@@ -64,6 +65,10 @@ INLINE_TEMPLATES: dict[str, str] = {
     "nobold": "first", "noitalic": "first", "ill": "first", "interlanguage link": "first",
     "lang": "last", "transl": "last", "translit": "last", "transliteration": "last", "script": "last",
 }
+# {{convert|value|unit|...}} shows "value unit" (the converted value in brackets is left out).
+CONVERT_TEMPLATES = frozenset({"convert", "cvt"})
+_CONVERT_RANGES = {"-": "–", "–": "–", "to": " to ", "and": " and ", "or": " or ", "by": " by ", "x": " × ",
+                   "×": " × ", "+": " + ", "to(-)": " to ", "and(-)": " and "}
 # {{lang-xx|text}} (one template per language) shows its first parameter.
 _LANG_XX_RE = re.compile(r"lang-[a-z]{2,3}(?:-[a-z0-9]+)*$")
 # Templates that stand for a symbol.
@@ -341,7 +346,7 @@ class _Renderer:
         if which is None:
             if _LANG_XX_RE.match(key):
                 which = "first"
-            else:
+            elif key not in CONVERT_TEMPLATES:
                 return
         # positional parameters: (start, end) ranges of parameters with no '=' of their own
         positional: list[tuple[int, int]] = []
@@ -355,6 +360,17 @@ class _Renderer:
                 continue  # named parameter
             positional.append((s + 1, nxt))
         if not positional:
+            return
+        if which is None:  # {{convert|5|km|mi}} -> "5 km"; {{convert|5|to|8|km}} -> "5 to 8 km"
+            vals = [self.plain(a, b) for a, b in positional[:4]]
+            if len(vals) < 2 or any(v is None for v in vals):
+                return
+            vals = [v.strip() for v in vals]
+            if len(vals) >= 4 and vals[1] in _CONVERT_RANGES:
+                sep = _CONVERT_RANGES[vals[1]]
+                self.out(f"{vals[0]}{sep}{vals[2]} {vals[3]}")
+            else:
+                self.out(f"{vals[0]} {vals[1]}")
             return
         a, b = positional[0] if which == "first" else positional[-1]
         self.render(a, b)

@@ -85,8 +85,14 @@ def test_titles_normalised_per_language():
 
 def test_templates_removed():
     assert one("{{Infobox city|name=[[X]]|pop=5}}Text {{cite web|url=http://x|title=T}}here.") == ("Text here.", [])
-    assert one("It is {{convert|5|km}} long.") == ("It is long.", [])
+    assert one("It is {{coord|35|N|139|E}} there{{efn|a [[note]]}}.") == ("It is there.", [])
     assert one("{{#if:x|[[Y]]}}Z") == ("Z", [])
+
+
+def test_convert_shows_value_and_unit():
+    assert one("It is {{convert|5|km|mi}} long.") == ("It is 5 km long.", [])
+    assert one("From {{convert|5|to|8|km|abbr=on}} and {{cvt|3|-|4|m}}.") == ("From 5 to 8 km and 3–4 m.", [])
+    assert one("x {{convert|{{#expr:2*3}}|km}} y") == ("x y", [])  # computed value: dropped
 
 
 def test_inline_templates_keep_visible_text_and_links():
@@ -110,6 +116,10 @@ def test_tables_galleries_math_removed():
     # a gallery is a block: the text on either side becomes two paragraphs
     assert render("x\n<gallery>\nFile:A.jpg|[[Link]]\n</gallery>\ny") == [("x", []), ("y", [])]
     assert one("Energy <math>E=mc^2</math> is") == ("Energy is", [])
+
+
+def test_noinclude_shown_includeonly_hidden():
+    assert one("a <noinclude>[[B]]</noinclude><includeonly>[[C]]</includeonly> d") == ("a B d", [(2, 3, "B", "B")])
 
 
 def test_comments_removed():
