@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.atomic import atomic_path, write_json
-from data_prep.corpus_reader import Corpus, iter_page_batches, open_corpus
+from data_prep.corpus_reader import PAGE_COLUMNS, Corpus, open_corpus
 from data_prep.errors import InputError
 from data_prep.redirects import RedirectResolver, read_redirects
 from data_prep.sentences import split_sentences
@@ -334,8 +334,24 @@ class Chunk:
         )
 
 
-def _process_batch(pages: list[dict]) -> tuple[int, dict[str, Chunk], collections.Counter]:
+_TABLE: tuple[str, object] | None = None  # the pages file a worker is reading: (path, pyarrow.Table)
+
+
+def _read_rows(path: str, start: int, stop: int) -> list[dict]:
+    """Rows [start, stop) of a pages file. Workers read the pages themselves (the main process only
+    hands out row ranges), keeping the current file's table: tasks come in file order."""
+    global _TABLE
+    if _TABLE is None or _TABLE[0] != path:
+        import pyarrow.parquet as pq
+
+        _TABLE = None  # drop the previous file first
+        _TABLE = (path, pq.read_table(path, columns=list(PAGE_COLUMNS), memory_map=True))
+    return _TABLE[1].slice(start, stop - start).to_pylist()
+
+
+def _process_rows(task: tuple[str, int, int]) -> tuple[int, dict[str, Chunk], collections.Counter]:
     assert _WORKER is not None
+    pages = _read_rows(*task)
     seqs, counts = _WORKER.process_batch(pages)
     fraction = _WORKER.config.valid_fraction
     rows: dict[str, list[tuple[int, PackedSequence]]] = {name: [] for name in SPLITS}
@@ -345,13 +361,26 @@ def _process_batch(pages: list[dict]) -> tuple[int, dict[str, Chunk], collection
     return len(pages), {name: Chunk.build(r) for name, r in rows.items()}, counts
 
 
+def _row_ranges(corpus: Corpus, batch_pages: int) -> Iterator[tuple[str, int, int]]:
+    import pyarrow.parquet as pq
+
+    for f in corpus.page_files:
+        n = pq.ParquetFile(f).metadata.num_rows
+        for start in range(0, n, batch_pages):
+            yield (str(f), start, min(start + batch_pages, n))
+
+
 def _ordered_map(fn, tasks: Iterator, workers: int, processor: PageProcessor) -> Iterator:
     """``map`` in task order; with workers > 1 a bounded window of tasks is in flight (back-pressure:
     ``Pool.imap`` would read the whole corpus ahead into its queue)."""
+    global _TABLE
     if workers <= 1:
         _init_worker(processor)
-        for t in tasks:
-            yield fn(t)
+        try:
+            for t in tasks:
+                yield fn(t)
+        finally:
+            _TABLE = None
         return
     methods = mp.get_all_start_methods()
     ctx = mp.get_context("fork" if "fork" in methods else "spawn")
@@ -503,7 +532,7 @@ def _build_language(
         writers = {name: _SplitWriter(tmp / f".{name}.arrow") for name in SPLITS}
         # disable=None: a bar on a terminal only, so piped stderr keeps the one-line error contract
         with tqdm(total=corpus.num_pages, unit="page", desc=f"shards {corpus.lang}", disable=None if progress else True) as bar:
-            for n_pages, chunks, batch_counts in _ordered_map(_process_batch, iter_page_batches(corpus, batch_pages), workers, processor):
+            for n_pages, chunks, batch_counts in _ordered_map(_process_rows, _row_ranges(corpus, batch_pages), workers, processor):
                 counts.update(batch_counts)
                 for name, chunk in chunks.items():
                     writers[name].add(chunk)
