@@ -137,14 +137,18 @@ class PageProcessor:
         """Valid, vocabulary-mapped links of a paragraph, sorted, non-overlapping: (start, end, entity)."""
         out = []
         n = len(text)
-        for link in sorted(links or (), key=lambda x: (x["start"], x["end"])):
+        if not links:
+            return out
+        for link in links:
             start, end = link["start"], link["end"]
             if start is None or end is None or not 0 <= start <= end <= n:
                 raise InputError(
                     f"{self.source}: page {page['page_id']} ({page.get('title')!r}) paragraph {p_index}: "
                     f"link span [{start}, {end}) outside the paragraph text (length {n})"
                 )
-            counts["links"] += 1
+        counts["links"] += len(links)
+        for link in sorted(links, key=lambda x: (x["start"], x["end"])):
+            start, end = link["start"], link["end"]
             entity = self.link_map.get(link["title"])
             if entity is None:
                 counts["links_not_in_vocab"] += 1
