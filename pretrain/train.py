@@ -105,7 +105,24 @@ class DistEnv:
 
     @classmethod
     def from_environ(cls) -> DistEnv:
-        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
+        """torchrun / the deepspeed launcher set RANK, LOCAL_RANK, WORLD_SIZE; srun and mpirun set their own
+        variables, which are copied to the torch names here (MASTER_ADDR/PORT must then come from the job)."""
+        env = os.environ
+        launched_by_torch = "RANK" in env
+        for torch_name, alternatives in (
+            ("RANK", ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID")),
+            ("LOCAL_RANK", ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID")),
+            ("WORLD_SIZE", ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS")),
+        ):
+            if not launched_by_torch and torch_name not in env:
+                for alt in alternatives:
+                    if alt in env:
+                        env[torch_name] = env[alt]
+                        break
+        world = int(env.get("WORLD_SIZE", "1"))
+        if world > 1 and "MASTER_ADDR" not in env:
+            raise InputError(f"environment: WORLD_SIZE={world} but no MASTER_ADDR; launch with deepspeed, torchrun, or export MASTER_ADDR/MASTER_PORT")
+        return cls(int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0")), world)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -69,14 +70,15 @@ def _rows(sentences: list[list[str]], sp, n_entities: int, rng: np.random.Genera
         spans = []
         for w in words:
             pieces = [p + 1 for p in sp.encode(w, out_type=int)]  # fairseq: piece i -> i+1
-            spans.append((len(ids), len(ids) + len(pieces)))
+            spans.append((len(ids), len(ids) + len(pieces), w))
             ids.extend(pieces)
         ids = ids[: lim["max_seq_length"] - 2]
         spans = [s for s in spans if s[1] <= len(ids) and s[1] - s[0] <= lim["max_mention_length"]]
         n_ent = int(rng.integers(0, min(len(spans), lim["max_entity_length"]) + 1)) if k % 7 else 0  # some without entities
         chosen = sorted(rng.choice(len(spans), size=n_ent, replace=False).tolist()) if n_ent else []
         rows["word_ids"].append(ids)
-        rows["entity_ids"].append([int(rng.integers(4, n_entities)) for _ in chosen])
+        # the entity is a function of the mention's word, so the masked-entity objective is learnable
+        rows["entity_ids"].append([4 + zlib.crc32(spans[c][2].encode()) % (n_entities - 4) for c in chosen])
         rows["entity_starts"].append([spans[c][0] for c in chosen])
         rows["entity_ends"].append([spans[c][1] for c in chosen])
         rows["page_id"].append(first_page + k // 3)

@@ -1,0 +1,295 @@
+"""The trainer end to end on CPU: real DeepSpeed (gloo) with 2 ranks under the deepspeed launcher, the
+hostfile multi-node path and torchrun; ZeRO-2 and ZeRO-3; stage 1 then stage 2; interrupt and resume;
+metrics.jsonl and W&B offline. Each launched run is a module fixture shared by several assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from shard_fixtures import write_shards
+
+from data_prep.errors import InputError
+from pretrain.checkpoint import load_consolidated_weights
+from pretrain.config import load_config
+from pretrain.model import MLukeForMaskedLM, entity_parameter_names
+from pretrain.train import DistEnv, build_model, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin" / "deepspeed").exists() else Path(sys.executable).parent
+STEPS = 8
+
+CONFIG = """\
+output_dir: unused
+data:
+  shards: {shards}
+  seed: 11
+model:
+  init_from: null
+  entity_emb_size: 16
+  hidden_size: 32
+  num_hidden_layers: 2
+  num_attention_heads: 2
+  intermediate_size: 64
+train:
+  stage: 2
+  max_steps: {steps}
+  global_batch_size: 32
+  micro_batch_size: 8
+  lr: 1.0e-2
+  warmup_steps: 1
+  save_every: 4
+  log_every: 1
+deepspeed:
+  zero_stage: 2
+  precision: fp32
+  timeout_s: 120
+wandb:
+  project: mluke-test
+  mode: offline
+"""
+
+pytestmark = pytest.mark.slow
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(how: str, config: Path, out: Path, *overrides: str, wandb: str = "disabled") -> subprocess.CompletedProcess:
+    """Run ``pretrain train`` under a launcher; fail the test with its output if it fails."""
+    port = str(_port())
+    args = ["--module", "pretrain", "train", "--config", str(config), f"output_dir={out}", *overrides]
+    if how == "deepspeed":
+        cmd = [str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", port, *args]
+    elif how == "hostfile":
+        hostfile = out.parent / f"{out.name}.hostfile"
+        hostfile.write_text("localhost slots=2\n")
+        cmd = [str(BIN / "deepspeed"), "--hostfile", str(hostfile), "--no_ssh", "--node_rank", "0",
+               "--master_addr", "127.0.0.1", "--master_port", port, *args]
+    elif how == "torchrun":
+        cmd = [str(BIN / "torchrun"), "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", port,
+               "-m", "pretrain", "train", "--config", str(config), f"output_dir={out}", *overrides]
+    else:
+        raise ValueError(how)
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "WANDB_MODE": wandb, "OMP_NUM_THREADS": "1",
+           "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false"}
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert r.returncode == 0, f"{' '.join(cmd)}\n--- stdout\n{r.stdout[-6000:]}\n--- stderr\n{r.stderr[-6000:]}"
+    return r
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("train")
+
+
+@pytest.fixture(scope="module")
+def config(work) -> Path:
+    shards = write_shards(work / "shards", {"en": 48, "fr": 16})
+    p = work / "train.yaml"
+    p.write_text(CONFIG.format(shards=shards, steps=STEPS))
+    return p
+
+
+@pytest.fixture(scope="module")
+def stage1(work, config) -> Path:
+    """Stage 1 (entity side only) with ZeRO-3 in bf16, through the hostfile multi-node code path."""
+    out = work / "stage1"
+    launch("hostfile", config, out, "train.stage=1", "train.max_steps=4", "deepspeed.zero_stage=3", "deepspeed.precision=bf16")
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_a(work, config, stage1) -> Path:
+    """Stage 2 from the stage-1 weights, ZeRO-2, 2 ranks, the whole run in one go, W&B offline."""
+    out = work / "a"
+    launch("deepspeed", config, out, f"train.init_checkpoint={stage1}", wandb="offline")
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_b(work, config, stage1) -> Path:
+    """The same run stopped at step 4 (schedule unchanged) and resumed by re-running the same command."""
+    out = work / "b"
+    launch("deepspeed", config, out, f"train.init_checkpoint={stage1}", "train.stop_at_step=4", wandb="offline")
+    assert [r["step"] for r in metrics(out)] == [1, 2, 3, 4]
+    launch("deepspeed", config, out, f"train.init_checkpoint={stage1}", wandb="offline")
+    return out
+
+
+# ------------------------------------------------------------------------------------------- stage 1
+
+
+def test_stage1_trains_only_entity_parameters(stage1, config, work):
+    cfg = load_config(config, [f"output_dir={work / 'fresh'}", "train.stage=1"])
+    plan = prepare(cfg, DistEnv(0, 0, 2))
+    torch.manual_seed(cfg.data.seed)
+    initial = MLukeForMaskedLM(plan.model_config).state_dict()  # what the run started from
+    final = load_consolidated_weights(stage1)
+    entity = set(entity_parameter_names(MLukeForMaskedLM(plan.model_config)))
+    # bf16 training keeps frozen parameters in bf16 only: unchanged means equal to their bf16 rounding
+    changed = {k for k in final if not torch.equal(final[k].float(), initial[k].to(final[k].dtype).float())}
+    word = {k for k in final if k not in entity and not k.endswith(".decoder.weight")}
+    assert word and not (changed & word), f"word-side parameters changed in stage 1: {sorted(changed & word)[:5]}"
+    assert "luke.entity_embeddings.entity_embeddings.weight" in changed
+    assert "entity_predictions.transform.dense.weight" in changed
+    m = metrics(stage1)
+    assert [r["step"] for r in m] == [1, 2, 3, 4]
+    assert m[-1]["mep_loss"] < m[0]["mep_loss"]  # the entity objective learns under ZeRO-3
+
+
+def test_stage2_starts_from_stage1_weights(stage1, config, work):
+    cfg = load_config(config, [f"output_dir={work / 'fresh'}", f"train.init_checkpoint={stage1}"])
+    plan = prepare(cfg, DistEnv(0, 0, 2))
+    model = build_model(plan)
+    weights = load_consolidated_weights(stage1)
+    for name, p in model.named_parameters():
+        assert p.requires_grad  # stage 2 trains everything
+        assert torch.equal(p.detach(), weights[name].float()), name
+
+
+# ------------------------------------------------------------------------------------------- stage 2
+
+
+def test_loss_goes_down_and_metrics_logged(run_a):
+    m = metrics(run_a)
+    assert [r["step"] for r in m] == list(range(1, STEPS + 1))
+    keys = {"step", "time", "loss", "mlm_loss", "mep_loss", "mlm_acc", "mep_acc", "lr", "grad_norm",
+            "tokens_per_s", "samples_per_s", "consumed_samples"}
+    assert keys <= set(m[0])
+    assert [r["consumed_samples"] for r in m] == [32 * s for s in range(1, STEPS + 1)]
+    for r in m:
+        assert r["loss"] == pytest.approx(r["mlm_loss"] + r["mep_loss"])
+        assert 0 <= r["mlm_acc"] <= 1 and r["grad_norm"] > 0 and r["tokens_per_s"] > 0
+    assert m[0]["lr"] == pytest.approx(1e-2)  # warmup of 1 step, then linear decay
+    assert m[4]["lr"] == pytest.approx(1e-2 * (STEPS - 4) / (STEPS - 1))
+    first, last = sum(r["loss"] for r in m[:2]) / 2, sum(r["loss"] for r in m[-2:]) / 2
+    assert last < first - 0.2, [r["loss"] for r in m]
+
+
+def test_checkpoints_and_client_state(run_a):
+    ck = run_a / "checkpoints"
+    assert (ck / "latest").read_text() == f"step{STEPS:06d}"
+    assert sorted(p.name for p in ck.glob("step*")) == ["step000004", f"step{STEPS:06d}"]
+    state = json.loads((ck / f"step{STEPS:06d}" / "trainer_state.json").read_text())
+    assert state["step"] == STEPS and state["consumed_samples"] == 32 * STEPS and state["world_size"] == 2
+    client = torch.load(ck / f"step{STEPS:06d}" / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    assert client["step"] == STEPS and client["wandb_run_id"] == state["wandb_run_id"]
+    assert client["data_fingerprint"] == state["data_fingerprint"]
+    assert (run_a / "config.yaml").is_file() and "zero_stage: 2" in (run_a / "config.yaml").read_text()
+
+
+def test_interrupted_and_resumed_run_gives_same_losses(run_a, run_b):
+    a, b = metrics(run_a), metrics(run_b)
+    assert [r["step"] for r in b] == list(range(1, STEPS + 1))
+    for ra, rb in zip(a, b):
+        for k in ("loss", "mlm_loss", "mep_loss", "lr", "grad_norm"):
+            assert rb[k] == pytest.approx(ra[k], rel=1e-6, abs=1e-7), (ra["step"], k)
+    # the resumed half logged into the same W&B run
+    ids = {r["run_id"] for r in wandb_runs(run_b)}
+    assert len(ids) == 1 and len(wandb_runs(run_b)) == 2
+
+
+def test_one_rank_with_accumulation_matches_two_ranks(run_a, config, work, stage1):
+    """torchrun, 1 process, 4 micro-batches per step: same losses as 2 ranks x 2 micro-batches each, because the
+    loss is normalised by the masked positions of the whole step and batches are a function of the step."""
+    out = work / "d"
+    launch("torchrun", config, out, f"train.init_checkpoint={stage1}", "train.stop_at_step=3")
+    a, d = metrics(run_a), metrics(out)
+    assert [r["step"] for r in d] == [1, 2, 3]
+    for ra, rd in zip(a, d):
+        assert rd["loss"] == pytest.approx(ra["loss"], rel=1e-5), ra["step"]
+        assert rd["grad_norm"] == pytest.approx(ra["grad_norm"], rel=1e-4), ra["step"]
+
+
+def test_resume_on_other_world_size_fails_clearly(run_a, config):
+    cfg = load_config(config, [f"output_dir={run_a}"])
+    with pytest.raises(InputError) as e:
+        prepare(cfg, DistEnv(0, 0, 1))
+    msg = str(e.value)
+    assert "saved by 2 ranks with ZeRO-2, this run has 1 ranks" in msg and "deepspeed.checkpoint.ds_to_universal" in msg
+    with pytest.raises(InputError, match="written for another data stream"):
+        prepare(load_config(config, [f"output_dir={run_a}", "data.seed=12"]), DistEnv(0, 0, 2))
+
+
+# ------------------------------------------------------------------------------------------- W&B
+
+
+def _wandb_records(path: Path):
+    """Records of a W&B transaction log (.wandb): LevelDB-style log blocks holding protobuf Records."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, buf = 7, 32768, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if length == 0 and kind == 0:
+            pos += left
+            continue
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 2):
+            buf = chunk
+        elif kind in (3, 4):
+            buf += chunk
+        if kind in (1, 4):
+            r = pb.Record()
+            r.ParseFromString(buf)
+            yield r
+
+
+def _key(item) -> str:
+    return item.key or "/".join(item.nested_key)
+
+
+def wandb_runs(out: Path) -> list[dict]:
+    runs = []
+    for f in sorted(out.glob("wandb/offline-run-*/run-*.wandb")):
+        run: dict = {"history": [], "config": {}}
+        for r in _wandb_records(f):
+            kind = r.WhichOneof("record_type")
+            if kind == "run":
+                run["run_id"], run["project"] = r.run.run_id, r.run.project
+                run["config"] = {_key(i): json.loads(i.value_json) for i in r.run.config.update}
+            elif kind == "history":
+                run["history"].append({_key(i): json.loads(i.value_json) for i in r.history.item})
+        runs.append(run)
+    return runs
+
+
+def test_wandb_offline_run_has_the_metrics(run_a):
+    (run,) = wandb_runs(run_a)
+    assert run["project"] == "mluke-test"
+    assert run["config"]["train"]["max_steps"] == STEPS and run["config"]["deepspeed"]["zero_stage"] == 2
+    m = metrics(run_a)
+    assert [h["_step"] for h in run["history"]] == [r["step"] for r in m]
+    for h, r in zip(run["history"], m):
+        for k in ("loss", "mlm_acc", "mep_loss", "lr", "grad_norm", "consumed_samples"):
+            assert h[k] == pytest.approx(r[k])
+        assert "host_max_rss_gib" in h and "tflops_per_device" in h
+    state = json.loads((run_a / "checkpoints" / f"step{STEPS:06d}" / "trainer_state.json").read_text())
+    assert run["run_id"] == state["wandb_run_id"]
+
+
+def test_wandb_disabled_writes_nothing(stage1):
+    assert not (stage1 / "wandb").exists() and (stage1 / "metrics.jsonl").is_file()
