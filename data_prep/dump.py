@@ -18,6 +18,7 @@ import gzip
 import os
 import re
 import zlib
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -399,45 +400,43 @@ def read_header_and_chunks(
 class Stream:
     offset: int
     end: int  # exclusive; the next stream's offset (or the file size)
-    page_ids: list[int]
-    titles: list[str]
+    page_ids: array  # array('q'): compact, an enwiki index has 7M entries
 
 
-def read_index(index: Path) -> list[tuple[int, int, str]]:
-    """``offset:page_id:title`` lines of a multistream index (plain or bz2)."""
+def read_streams(dump: Path, index: Path) -> list[Stream]:
+    """The streams of a multistream dump from its index (``offset:page_id:title`` lines, plain or bz2).
+
+    Titles are not kept (only the offsets and page ids are needed), so the plan stays small.
+    """
     _require_file(index, "index file")
-    data = b"".join(iter_raw_blocks(index))
-    entries: list[tuple[int, int, str]] = []
-    for lineno, line in enumerate(data.split(b"\n"), 1):
-        if not line.strip():
-            continue
-        parts = line.split(b":", 2)
-        try:
-            offset, page_id = int(parts[0]), int(parts[1])
-            title = parts[2].decode("utf-8")
-        except (ValueError, IndexError, UnicodeDecodeError):
-            raise InputError(f"{index}: line {lineno} is not 'offset:page_id:title' (not a multistream index?)") from None
-        entries.append((offset, page_id, title))
-    if not entries:
-        raise InputError(f"{index}: empty multistream index")
-    return entries
-
-
-def plan_streams(dump: Path, index: Path, entries: list[tuple[int, int, str]]) -> list[Stream]:
     size = dump.stat().st_size
     streams: list[Stream] = []
-    for offset, page_id, title in entries:
-        if streams and streams[-1].offset == offset:
-            streams[-1].page_ids.append(page_id)
-            streams[-1].titles.append(title)
+    data = b"".join(iter_raw_blocks(index))
+    cur: Stream | None = None
+    for lineno, line in enumerate(data.split(b"\n"), 1):
+        if not line:
             continue
-        if streams and offset < streams[-1].offset:
-            raise InputError(f"{index}: offsets are not increasing ({offset} after {streams[-1].offset}); index does not match {dump}")
+        first = line.find(b":")
+        second = line.find(b":", first + 1)
+        try:
+            if first <= 0 or second < 0:
+                raise ValueError
+            offset, page_id = int(line[:first]), int(line[first + 1 : second])
+        except ValueError:
+            raise InputError(f"{index}: line {lineno} is not 'offset:page_id:title' (not a multistream index?)") from None
+        if cur is not None and offset == cur.offset:
+            cur.page_ids.append(page_id)
+            continue
+        if cur is not None and offset < cur.offset:
+            raise InputError(f"{index}: offsets are not increasing ({offset} after {cur.offset}); index does not match {dump}")
         if offset <= 0 or offset >= size:
             raise InputError(f"{index}: offset {offset} is outside the stream area of {dump} ({size} bytes); index does not match the dump")
-        streams.append(Stream(offset, size, [page_id], [title]))
-    for a, b in zip(streams, streams[1:]):
-        a.end = b.offset
+        if cur is not None:
+            cur.end = offset
+        cur = Stream(offset, size, array("q", [page_id]))
+        streams.append(cur)
+    if not streams:
+        raise InputError(f"{index}: empty multistream index")
     return streams
 
 

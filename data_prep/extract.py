@@ -41,10 +41,9 @@ from data_prep.dump import (
     RawPage,
     decompress_range,
     parse_pages,
-    plan_streams,
     read_header_and_chunks,
-    read_index,
     read_multistream_header,
+    read_streams,
     strip_closing,
 )
 from data_prep.errors import InputError
@@ -115,7 +114,6 @@ class RangeTask:
     start: int
     end: int
     page_ids: list[int]
-    titles: list[str]
     max_pages: int | None
 
 
@@ -275,10 +273,10 @@ def run_range_task(task: RangeTask) -> ChunkResult:
     except PageXMLError as e:
         raise _xml_error(f"{dump} (bz2 stream at byte offset {task.start})", e, None) from None
     found = {p.page_id for p in pages}
-    for page_id, title in zip(task.page_ids, task.titles):
+    for page_id in task.page_ids:
         if page_id not in found:
             raise InputError(
-                f"{index}: page id {page_id} ({title!r}) is listed at offset {task.start} but is not in that "
+                f"{index}: page id {page_id} is listed at offset {task.start} but is not in that "
                 f"stream of {dump}; index does not match the dump"
             )
     if task.max_pages is not None:
@@ -303,8 +301,7 @@ def _ordered_results(tasks: Iterator, cfg: WorkerConfig, workers: int) -> Iterat
         finally:
             close_worker()
         return
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["data_prep.extract"])
+    ctx = _mp_context()
     # ProcessPoolExecutor, not multiprocessing.Pool: a worker that dies (killed for memory) breaks
     # the executor with an error instead of leaving its task waiting forever.
     executor = ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(cfg,))
@@ -319,6 +316,20 @@ def _ordered_results(tasks: Iterator, cfg: WorkerConfig, workers: int) -> Iterat
             yield _result(pending.popleft(), cfg)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _mp_context():
+    """fork where available: workers start in milliseconds and inherit the loaded modules.
+
+    The workers only use bz2, expat, the tokenizer, re and pyarrow's array building (pyarrow resets
+    its thread pools in a forked child), so forking a process that has other threads is safe here.
+    """
+    if sys.platform.startswith("linux"):
+        return mp.get_context("fork")
+    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    if ctx.get_start_method() == "forkserver":
+        ctx.set_forkserver_preload(["data_prep.extract"])
+    return ctx
 
 
 def _result(future, cfg: WorkerConfig) -> ChunkResult:
@@ -392,17 +403,17 @@ def extract(
     total_pages: int | None = None
     if index is not None:
         index = Path(index)
-        entries = read_index(index)
-        streams = plan_streams(dump, index, entries)
+        streams = read_streams(dump, index)
         info = read_multistream_header(dump, streams[0].offset, index)
-        total_pages = len(entries) if limit_pages is None else min(limit_pages, len(entries))
+        n_entries = sum(len(s.page_ids) for s in streams)
+        total_pages = n_entries if limit_pages is None else min(limit_pages, n_entries)
 
         def task_iter() -> Iterator:
             left = limit_pages
             for s in streams:
                 if left is not None and left <= 0:
                     return
-                yield RangeTask(s.offset, s.end, s.page_ids, s.titles, left if left is not None and left < len(s.page_ids) else None)
+                yield RangeTask(s.offset, s.end, list(s.page_ids), left if left is not None and left < len(s.page_ids) else None)
                 if left is not None:
                     left -= len(s.page_ids)
 
