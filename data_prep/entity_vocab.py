@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from data_prep.errors import InputError
-from data_prep.interwiki import corpus_language, page_files, read_interwiki
+from data_prep.interwiki import corpus_language, page_files
 from data_prep.vocab_file import (
     SPECIAL_TOKENS,
     EntityEntry,
@@ -63,6 +63,8 @@ class LanguageCounts:
     dropped_empty: int = 0  # empty or null link title
     kept: int = 0  # occurrences counted in the vocabulary's candidates
     distinct_targets: int = 0  # distinct resolved targets kept
+    targets_with_qid: int = 0  # of those, how many the interwiki table maps to a QID
+    pruned_plain: int = 0  # targets without QID dropped in the worker by min_count / min_languages
     seconds: float = 0.0  # wall-clock seconds in the worker
     cpu_seconds: float = 0.0  # CPU seconds of the worker process (throughput on a shared machine)
 
@@ -241,8 +243,38 @@ def article_titles(corpus_dir: str | Path):
     return pa.chunked_array([c for p in parts for c in p.chunks], pa.string()).combine_chunks()
 
 
-def count_language(corpus_dir: str | Path, keep_red_links: bool = False):
-    """Redirect-resolved, article-filtered link counts of one corpus: (``pa.Table(title, count)``, stats)."""
+def read_interwiki_language(path: str | Path, lang: str):
+    """``(titles, qids)`` of one language's rows of an interwiki table (row groups of other languages are
+    skipped by their statistics: the table is sorted by language)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    try:
+        table = pq.read_table(path, columns=["title", "qid"], filters=[("lang", "=", lang)])
+    except Exception as e:
+        raise InputError(f"{path}: not an interwiki table with columns lang, title, qid ({e})") from None
+    titles = table["title"].cast(pa.string()).combine_chunks()
+    if pc.count_distinct(titles).as_py() != len(titles):
+        # A (lang, title) twice would make its QID depend on row order.
+        raise InputError(f"{path}: some ({lang}, title) appears twice (write it with 'data_prep interwiki')")
+    return titles, table["qid"].cast(pa.string()).combine_chunks()
+
+
+def count_language(
+    corpus_dir: str | Path,
+    keep_red_links: bool = False,
+    interwiki: str | Path | None = None,
+    min_count: int = 1,
+    min_languages: int = 1,
+):
+    """Redirect-resolved, article-filtered link counts of one corpus with their QIDs.
+
+    Returns (``pa.Table(title, count, qid)``, stats). An entity without QID is this one row, so the
+    cut-offs already decide it here: it is dropped if ``count < min_count`` or ``min_languages > 1``.
+    Pruning in the worker keeps the parent's merge to QID rows plus the plain entities that can survive.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -268,14 +300,30 @@ def count_language(corpus_dir: str | Path, keep_red_links: bool = False):
     counts = _merge_counts([counts]) if counts.num_rows else counts
     stats.kept = int(pc.sum(counts["count"]).as_py() or 0)
     stats.distinct_targets = counts.num_rows
+    if interwiki is not None:
+        titles, qids = read_interwiki_language(interwiki, stats.lang)
+        qid = qids.take(pc.index_in(counts["title"], value_set=titles))
+    else:
+        qid = pa.nulls(counts.num_rows, pa.string())
+    counts = counts.append_column("qid", qid)
+    stats.targets_with_qid = int(pc.sum(pc.is_valid(qid).cast(pa.int64())).as_py() or 0)
+    plain = pc.is_null(counts["qid"])
+    if min_languages > 1:
+        drop = plain
+    else:
+        drop = pc.and_(plain, pc.less(counts["count"], min_count))
+    stats.pruned_plain = int(pc.sum(drop.cast(pa.int64())).as_py() or 0)
+    if stats.pruned_plain:
+        counts = counts.filter(pc.invert(drop))
     stats.seconds = time.perf_counter() - start
     stats.cpu_seconds = time.process_time() - cpu_start
     # One chunk: a chunked table pickles every chunk with the whole shared buffers (6x larger here).
     return counts.combine_chunks(), stats
 
 
-def _count_language_task(args: tuple[str, bool]):
-    return count_language(args[0], keep_red_links=args[1])
+def _count_language_task(args: tuple):
+    corpus, keep_red_links, interwiki, min_count, min_languages = args
+    return count_language(corpus, keep_red_links, interwiki, min_count, min_languages)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -311,10 +359,12 @@ def build_entity_vocab(
         page_files(c)  # fail early on an empty corpus
         by_lang[lang] = c
     langs = sorted(by_lang)  # fixed order: the result never depends on argument order
-    iw = read_interwiki(interwiki, langs) if interwiki is not None else None
+    if interwiki is not None:
+        _check_interwiki(interwiki)  # fail early, once, in the parent
 
     results: dict[str, tuple] = {}
-    tasks = [(str(by_lang[lang]), keep_red_links) for lang in langs]
+    iw_arg = str(interwiki) if interwiki is not None else None
+    tasks = [(str(by_lang[lang]), keep_red_links, iw_arg, min_count, min_languages) for lang in langs]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -342,13 +392,11 @@ def build_entity_vocab(
             bar.close()
 
     stats = VocabStats(languages={lang: results[lang][1] for lang in langs})
-    if iw is not None:
-        _check_unique(iw, interwiki)
     counts = {lang: results[lang][0] for lang in langs}
     del results
-    entities = rank_entities(counts, iw, min_count, min_languages, vocab_size - len(SPECIAL_TOKENS), stats)
+    entities = rank_entities(counts, min_count, min_languages, vocab_size - len(SPECIAL_TOKENS), stats)
     del counts
-    names = entity_names(entities, iw)
+    names = entity_names(entities, interwiki, langs) if interwiki is not None else None
     n = entities.num_rows
     stats.size = len(SPECIAL_TOKENS) + n
     stats.cut_count = int(entities["count"][n - 1].as_py()) if n else 0
@@ -359,8 +407,8 @@ def build_entity_vocab(
     return stats
 
 
-def rank_entities(counts: dict, iw, min_count: int, min_languages: int, limit: int, stats: VocabStats):
-    """Merge per-language ``(title, count)`` tables into entities, apply the cut-offs, sort, keep ``limit``.
+def rank_entities(counts: dict, min_count: int, min_languages: int, limit: int, stats: VocabStats):
+    """Merge per-language ``(title, count, qid)`` tables into entities, apply the cut-offs, sort, keep ``limit``.
 
     Returns ``pa.Table(key, qid, lang, title, count, n_langs)`` in id order (``lang``/``title`` are set for
     entities without QID only).
@@ -369,29 +417,19 @@ def rank_entities(counts: dict, iw, min_count: int, min_languages: int, limit: i
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    # QIDs per language by a hash lookup on the title alone (one wiki's slice of the interwiki table):
-    # several times cheaper than a two-key join over all languages.
-    iw_by_lang = _split_by_lang(iw) if iw is not None else {}
-    parts = []
-    for lang in sorted(counts):
-        c = counts[lang]
-        if lang in iw_by_lang:
-            titles, qids = iw_by_lang[lang]
-            qid = qids.take(pc.index_in(c["title"], value_set=titles))
-        else:
-            qid = pa.nulls(c.num_rows, pa.string())
-        parts.append(
-            pa.table(
-                {
-                    "lang": pa.array([lang] * c.num_rows, pa.string()),
-                    "title": c["title"],
-                    "count": c["count"].cast(pa.int64()),
-                    "qid": qid,
-                }
-            )
+    parts = [
+        pa.table(
+            {
+                "lang": pa.array([lang] * c.num_rows, pa.string()),
+                "title": c["title"],
+                "count": c["count"].cast(pa.int64()),
+                "qid": c["qid"],
+            }
         )
+        for lang, c in sorted(counts.items())
+    ]
     table = pa.concat_tables(parts).combine_chunks()
-    del parts, iw_by_lang
+    del parts
     counts = table
     del table
     has_qid = pc.is_valid(counts["qid"])
@@ -420,7 +458,7 @@ def rank_entities(counts: dict, iw, min_count: int, min_languages: int, limit: i
     )
     del counts, with_qid, plain
     entities = pa.concat_tables([qid_entities, plain_entities]).combine_chunks()
-    stats.candidates = entities.num_rows
+    stats.candidates = entities.num_rows + sum(c.pruned_plain for c in stats.languages.values())
     stats.qid_candidates = qid_entities.num_rows
     keep = pc.and_(pc.greater_equal(entities["count"], min_count), pc.greater_equal(entities["n_langs"], min_languages))
     entities = entities.filter(keep)
@@ -430,17 +468,27 @@ def rank_entities(counts: dict, iw, min_count: int, min_languages: int, limit: i
 
 
 
-def entity_names(entities, iw):
-    """Every (lang, title) the interwiki table gives the kept QIDs, as ``pa.Table(lang, title, qid, rank)``
-    sorted by (rank, lang, title); arrow's string order is UTF-8 byte order = Python's code-point order."""
-    import numpy as np
+def entity_names(entities, interwiki: str | Path, langs: Sequence[str], batch_rows: int = 1 << 20):
+    """Every (lang, title) the interwiki table gives the kept QIDs in ``langs``, as
+    ``pa.Table(lang, title, qid, rank)`` sorted by (rank, lang, title); arrow's string order is UTF-8 byte
+    order, which is Python's code-point order. The table is streamed: only the kept names are held."""
     import pyarrow as pa
     import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
-    if iw is None or entities.num_rows == 0:
+    kept = entities["qid"].combine_chunks() if isinstance(entities["qid"], pa.ChunkedArray) else entities["qid"]
+    lang_set = pa.array(sorted(langs), pa.string())
+    parts = []
+    for batch in pq.ParquetFile(interwiki).iter_batches(batch_size=batch_rows, columns=["lang", "title", "qid"]):
+        rank = pc.index_in(batch.column("qid"), value_set=kept)  # kept QIDs are unique; nulls never match
+        mask = pc.and_(pc.is_valid(rank), pc.is_in(batch.column("lang"), value_set=lang_set))
+        mask = pc.and_(mask, pc.is_valid(batch.column("qid")))  # a null would match the plain entities' nulls
+        if pc.any(mask).as_py():
+            t = pa.Table.from_batches([batch]).filter(mask)
+            parts.append(t.append_column("rank", rank.filter(mask).cast(pa.int64())))
+    if not parts:
         return None
-    ranked = pa.table({"qid": entities["qid"], "rank": pa.array(np.arange(entities.num_rows, dtype=np.int64))})
-    names = iw.join(ranked.filter(pc.is_valid(ranked["qid"])), keys="qid", join_type="inner")
+    names = pa.concat_tables([p.cast(parts[0].schema) for p in parts])
     return names.sort_by([("rank", "ascending"), ("lang", "ascending"), ("title", "ascending")])
 
 
@@ -466,27 +514,19 @@ def _iter_entries(entities, names, block: int = 1 << 16):
             yield EntityEntry(len(SPECIAL_TOKENS) + rank, qid, pairs, int(count))
 
 
-def _split_by_lang(iw) -> dict:
-    """{lang: (titles, qids)} arrays of the interwiki table, one slice per language."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def _check_interwiki(path: str | Path) -> None:
+    import pyarrow.parquet as pq
 
-    enc = pc.dictionary_encode(iw["lang"]).combine_chunks()
-    codes = enc.indices.to_numpy()
-    out = {}
-    for i, lang in enumerate(enc.dictionary.to_pylist()):
-        sub = iw.filter(pa.array(codes == i))
-        out[lang] = (sub["title"].combine_chunks(), sub["qid"].combine_chunks())
-    return out
-
-
-def _check_unique(iw, path) -> None:
-    """A (lang, title) twice would make its QID depend on row order: refuse such a table."""
-    import pyarrow.compute as pc
-
-    for lang, (titles, _) in _split_by_lang(iw).items():
-        if pc.count_distinct(titles).as_py() != len(titles):
-            raise InputError(f"{path}: some ({lang}, title) appears twice (write it with 'data_prep interwiki')")
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: interwiki table not found")
+    try:
+        names = pq.read_schema(path).names
+    except Exception as e:
+        raise InputError(f"{path}: not a parquet interwiki table ({e})") from None
+    missing = [c for c in ("lang", "title", "qid") if c not in names]
+    if missing:
+        raise InputError(f"{path}: not an interwiki table (no column {', '.join(missing)})")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -127,6 +127,20 @@ def test_count_language_resolves_chains_drops_loops_and_red_links(corpora):
     assert st.distinct_titles == 12 and st.distinct_targets == 7
 
 
+def test_count_language_attaches_qids_and_prunes_plain_entities(corpora):
+    table, st = count_language(corpora["en"], interwiki=corpora["iw"], min_count=2)
+    rows = {r["title"]: (r["count"], r["qid"]) for r in table.to_pylist()}
+    # Plain (QID-less) Osaka has 2 links and stays; every QID row stays whatever its count (other
+    # languages add to it in the parent).
+    assert rows == {
+        "Japan": (3, "Q17"), "Tokyo": (4, "Q1490"), "Kyoto": (1, "Q34600"), "Cat": (1, "Q146"),
+        "Osaka": (2, None), "Paris": (1, "Q90"), "France": (1, "Q142"),
+    }  # fmt: skip
+    assert (st.targets_with_qid, st.pruned_plain) == (6, 0)
+    table, st = count_language(corpora["en"], interwiki=corpora["iw"], min_languages=2)
+    assert None not in table["qid"].to_pylist() and st.pruned_plain == 1
+
+
 def test_count_language_keep_red_links(corpora):
     table, st = count_language(corpora["ja"], keep_red_links=True)
     counts = dict(zip(table["title"].to_pylist(), table["count"].to_pylist()))
@@ -237,7 +251,7 @@ def test_long_chain_resolves_and_a_too_long_one_counts_as_a_loop():
 def test_duplicate_redirect_rows_last_wins(tmp_path):
     d = write_corpus(tmp_path / "x", "en", [page(1, "New", ["X"]), page(2, "Old")], [("X", "Old"), ("X", "New")])
     table, _ = count_language(d)
-    assert table.to_pylist() == [{"title": "New", "count": 1}]
+    assert table.to_pylist() == [{"title": "New", "count": 1, "qid": None}]
 
 
 def test_bad_arguments_raise_input_error(corpora, tmp_path):
