@@ -234,11 +234,14 @@ def _check_against_transformers(state: dict[str, torch.Tensor], config) -> None:
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _save_weights(state: dict[str, torch.Tensor], directory: Path, dtype: str, filename: str | None = None) -> None:
+def _save_weights(
+    state: dict[str, torch.Tensor], directory: Path, dtype: str, filename: str | None = None, copy: bool = False
+) -> None:
+    """Write safetensors (sharded above 5 GB). ``copy``: the tensors are views into the flat buffer that
+    zero_to_fp32 returns, which safetensors refuses to write as shared memory."""
     from huggingface_hub import save_torch_state_dict
 
-    # copy=True: consolidated tensors are views into one flat buffer, which safetensors refuses to write
-    state = {k: v.to(DTYPES[dtype], copy=True).contiguous() for k, v in sorted(state.items())}
+    state = {k: v.to(DTYPES[dtype], copy=copy).contiguous() for k, v in sorted(state.items())}
     kwargs: dict[str, Any] = {"max_shard_size": "5GB", "metadata": {"format": "pt"}}
     if filename is not None:
         kwargs["filename_pattern"] = filename.replace(".safetensors", "{suffix}.safetensors")
@@ -300,6 +303,14 @@ def export(checkpoint: Path, out: Path, shards: Path | None = None, dtype: str =
     sd = load_weights(src)
     vocab = read_entity_vocab(src.entity_vocab_path)
     ent_ids = tuple(piece_id(src.spm_path, p) for p in ENT_INIT_PIECES)
+    from data_prep.spm import XlmrSentencePiece
+
+    n_ids = XlmrSentencePiece.load(src.spm_path).vocab_size
+    if n_ids != mc.vocab_size:  # <ent>/<ent2> must get the same ids in the tokenizer and the embeddings
+        raise InputError(
+            f"{src.spm_path}: gives {n_ids} word ids (pieces + <s> <pad> </s> <unk> shift + <mask>), the model "
+            f"has {mc.vocab_size} word embeddings; export needs a backbone whose vocabulary is exactly the spm's"
+        )
     hf = not mc.pre_layer_norm
     info = {
         "source": str(src.tag_dir.resolve()),
@@ -317,7 +328,8 @@ def export(checkpoint: Path, out: Path, shards: Path | None = None, dtype: str =
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         if hf:
-            state = to_luke_state_dict(sd, mc, ent_ids)
+            state = to_luke_state_dict(sd, mc, ent_ids)  # every tensor a fresh copy
+            del sd  # frees the consolidated flat buffer before writing
             config = luke_config(mc)
             config.dtype = str(DTYPES[dtype]).removeprefix("torch.")  # from_pretrained loads in this dtype
             _check_against_transformers(state, config)
@@ -327,7 +339,7 @@ def export(checkpoint: Path, out: Path, shards: Path | None = None, dtype: str =
             # No tied duplicates needed: load_exported re-ties them.
             state = {k: v for k, v in sd.items() if k not in ("lm_head.decoder.weight", "lm_head.decoder.bias",
                                                              "entity_predictions.decoder.weight")}
-            _save_weights(state, tmp, dtype, MLUKE_WEIGHTS)
+            _save_weights(state, tmp, dtype, MLUKE_WEIGHTS, copy=True)
         (tmp / MLUKE_CONFIG).write_text(json.dumps(mc.to_dict(), indent=2) + "\n", encoding="utf-8")
         write_tokenizer_files(tmp, src.spm_path, vocab, **src.limits)
         (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
