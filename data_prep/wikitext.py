@@ -89,7 +89,7 @@ DISAMBIGUATION_TEMPLATES = frozenset(s.casefold() for s in [
     "बहुविकल्पी शब्द", "बहुविकल्पी", "Disambiguasi", "Disambigua", "Aimai", "曖昧さ回避", "人名の曖昧さ回避",
     "地名の曖昧さ回避", "동음이의", "동음이의어", "Dpintro", "Ujednoznacznienie", "Desambiguação",
     "Неоднозначность", "Многозначность", "Значения", "Förgreningssida", "Förgrening", "Gren", "Maana",
-    "అయోమయ నివృత్తి", "แก้ความกำกวม", "Anlam ayrımı", "Trang định hướng", "Định hướng", "消歧义", "消歧義",
+    "అయోమయ నివృత్తి", "แก้ความกำกวม", "แก้กำกวม", "Anlam ayrımı", "Trang định hướng", "Định hướng", "消歧义", "消歧義",
     "消歧义页", "Dab页",
 ])
 _DISAMBIG_MAGIC = "__DISAMBIG__"

@@ -198,6 +198,8 @@ def test_whitespace_collapsed_and_spans_moved():
         ("'''水星'''\n{{aimai}}", "ja"),
         ("'''Меркурий'''\n{{неоднозначность}}", "ru"),
         ("'''水星'''\n{{消歧义}}", "zh"),
+        ("'''ดาวพุธ''' อาจหมายถึง\n{{แก้กำกวม}}", "th"),
+        ("'''Mercurio'''\n{{Desambiguación}}", "es"),
         ("'''X'''\n__DISAMBIG__", "en"),
     ],
 )
