@@ -240,7 +240,7 @@ class _Renderer:
     # --- helpers over token ranges ---
 
     def plain(self, i: int, j: int) -> str | None:
-        """The text of tokens [i, j) if they are only text and HTML entities (decoded), else None."""
+        """The text of tokens [i, j) if they are only text, HTML entities (decoded) and comments, else None."""
         toks, kinds = self.toks, self.kinds
         out = []
         while i < j:
@@ -250,6 +250,8 @@ class _Renderer:
                 i += 1
             elif k == K_ENTITY:
                 out.append(self.entity(i))
+                i = self.match[i] + 1
+            elif k == K_COMMENT:
                 i = self.match[i] + 1
             else:
                 return None

@@ -124,6 +124,7 @@ def test_noinclude_shown_includeonly_hidden():
 
 def test_comments_removed():
     assert one("a<!-- hidden [[X]] -->b") == ("ab", [])
+    assert one("[[Paris<!-- the city -->]] is") == ("Paris is", [(0, 5, "Paris", "Paris")])
 
 
 def test_html_tags_keep_inner_text():
