@@ -572,7 +572,7 @@ def build_shards(
     valid_fraction: float = 0.005,
     workers: int = 1,
     keep_no_entity: bool = False,
-    batch_pages: int = 32,
+    batch_pages: int = 64,
     progress: bool = True,
 ) -> ShardSummary:
     """Build OUT/{lang}/{train,validation}, OUT/manifest.json and copies of the model and vocabulary."""
