@@ -239,8 +239,9 @@ class EntityEmbeddings(nn.Module):
         # remaining position embeddings is divided by their count clamped at 1e-7 (an entity with no
         # valid position gets a zero position embedding).
         valid = entity_position_ids.ne(-1)
-        count = valid.sum(dim=-1, keepdim=True).to(x.dtype).clamp(min=1e-7)
-        weights = valid.to(x.dtype) / count
+        dtype = self.position_embeddings.weight.dtype  # not x.dtype: under autocast x may be bf16
+        count = valid.sum(dim=-1, keepdim=True).to(dtype).clamp(min=1e-7)
+        weights = valid.to(dtype) / count
         pos = self.position_embeddings(
             entity_position_ids.clamp(min=0).reshape(B * E, M), per_sample_weights=weights.reshape(B * E, M)
         ).view(B, E, -1)

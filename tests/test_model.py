@@ -406,3 +406,24 @@ def test_init_from_sharded_checkpoint_equals_single_file(tmp_path):
     for (name, p), q in zip(a.named_parameters(), b.parameters()):
         if name not in entity_parameter_names(a):
             assert torch.equal(p, q), name
+
+
+@pytest.mark.parametrize("mode", ["autocast", "bf16_weights"])
+def test_bf16_runs_and_stays_close_to_fp32(mode):
+    """bf16 as DeepSpeed runs it (weights cast) and as autocast runs it: the losses stay near fp32's."""
+    model = tiny_mluke().eval()
+    batch = make_batch()
+    with torch.no_grad():
+        ref = model(**batch)
+        if mode == "autocast":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = model(**batch)
+        else:
+            out = model.to(torch.bfloat16)(**batch)
+    assert out.mlm_loss_sum.dtype == torch.float32  # cross-entropy is taken in fp32
+    torch.testing.assert_close(
+        out.mlm_loss_sum / out.mlm_count, ref.mlm_loss_sum / ref.mlm_count, atol=0.05, rtol=0
+    )
+    torch.testing.assert_close(
+        out.mep_loss_sum / out.mep_count, ref.mep_loss_sum / ref.mep_count, atol=0.05, rtol=0
+    )
