@@ -15,7 +15,9 @@ For exact entity spans the text is cut at link boundaries and the pieces are enc
 A piece that continues a word (no whitespace before it) must not get the word-start "▁" that
 sentencepiece's ``add_dummy_prefix`` adds, so a second processor is loaded from the same model with
 that flag switched off (patched in the serialized proto: sentencepiece 0.2 has no per-call option,
-and protobuf is not a dependency).
+and protobuf is not a dependency). Many short pieces are encoded word by word through a cache
+(``encode_many``): exact for XLM-R's kind of model, whose pieces never span whitespace, and checked
+against the model when it is loaded.
 """
 
 from __future__ import annotations
@@ -307,8 +309,8 @@ def _sample_sentences(corpus_dirs: Sequence[Path], max_sentences: int, seed: int
         heap: list[tuple[int, int, str]] = []  # (-hash, order, text): a max-heap of the cap smallest
         order = 0
         for page in iter_pages(corpus, columns=("page_id", "paragraphs")):
-            for para in page["paragraphs"]:
-                text = para["text"]
+            for para in page["paragraphs"] or ():
+                text = para["text"] or ""
                 for s, e in split_sentences(text, corpus.lang):
                     sentence = text[s:e]
                     digest = hashlib.blake2b(f"{seed}\0{sentence}".encode(), digest_size=8).digest()
