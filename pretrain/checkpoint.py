@@ -70,6 +70,8 @@ def resume_state(
     if not tag_dir.is_dir():
         raise InputError(f"{ckpt}/latest: points at {tag!r}, which does not exist")
     state = read_state(tag_dir)
+    if state is None and tag.endswith("_universal"):  # ds_to_universal output: state stays with the source tag
+        state = read_state(ckpt / tag.removesuffix("_universal"))
     if state is None:
         raise InputError(f"{tag_dir}: no {STATE_FILE} (not written by this trainer, or the save was interrupted)")
     if state.data_fingerprint != fingerprint:

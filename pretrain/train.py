@@ -317,8 +317,10 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
     step, run_id = 0, secrets.token_hex(4)
     if plan.resume is not None:
         tag, state = plan.resume
-        _, client = engine.load_checkpoint(str(ckpt_dir), tag=tag)
-        step, run_id = int(client["step"]), client.get("wandb_run_id") or run_id
+        path, client = engine.load_checkpoint(str(ckpt_dir), tag=tag)
+        if path is None:
+            raise RuntimeError(f"{ckpt_dir / tag}: DeepSpeed could not load this checkpoint")
+        step, run_id = int((client or {}).get("step", state.step)), state.wandb_run_id or run_id
         if rank0:
             truncate_metrics(out / "metrics.jsonl", step)
 
@@ -417,7 +419,15 @@ def save(engine, plan: Plan, ckpt_dir: Path, step: int, run_id: str) -> None:
         wandb_run_id=run_id,
         stage=plan.cfg.train.stage,
     )
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=asdict(state), save_latest=False)
+    from deepspeed.checkpoint.constants import (
+        UNIVERSAL_CHECKPOINT_INFO,
+        UNIVERSAL_CHECKPOINT_VERSION_KEY,
+        UNIVERSAL_CHECKPOINT_VERSION_VALUE,
+    )
+
+    # The marker lets deepspeed.checkpoint.ds_to_universal convert the checkpoint for another world size.
+    client = {**asdict(state), UNIVERSAL_CHECKPOINT_INFO: {UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE}}
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=client, save_latest=False)
     dist.barrier()
     if plan.env.rank == 0:
         ckpt.write_state(ckpt_dir / tag, state)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -124,10 +125,12 @@ def run_a(work, config, stage1) -> Path:
 
 @pytest.fixture(scope="module")
 def run_b(work, config, stage1) -> Path:
-    """The same run stopped at step 4 (schedule unchanged) and resumed by re-running the same command."""
+    """The same run stopped at step 4 (schedule unchanged) and resumed by re-running the same command.
+    A copy of the stopped run is kept in b4/ for the 1-rank resume."""
     out = work / "b"
     launch("deepspeed", config, out, f"train.init_checkpoint={stage1}", "train.stop_at_step=4", wandb="offline")
     assert [r["step"] for r in metrics(out)] == [1, 2, 3, 4]
+    shutil.copytree(out, work / "b4", ignore=shutil.ignore_patterns("wandb"))
     launch("deepspeed", config, out, f"train.init_checkpoint={stage1}", wandb="offline")
     return out
 
@@ -205,16 +208,26 @@ def test_interrupted_and_resumed_run_gives_same_losses(run_a, run_b):
     assert len(ids) == 1 and len(wandb_runs(run_b)) == 2
 
 
-def test_one_rank_with_accumulation_matches_two_ranks(run_a, config, work, stage1):
-    """torchrun, 1 process, 4 micro-batches per step: same losses as 2 ranks x 2 micro-batches each, because the
-    loss is normalised by the masked positions of the whole step and batches are a function of the step."""
-    out = work / "d"
-    launch("torchrun", config, out, f"train.init_checkpoint={stage1}", "train.stop_at_step=3")
+def test_resume_on_one_rank_from_universal_checkpoint(run_a, run_b, config, work):
+    """The 2-rank run stopped at step 4, converted to a universal checkpoint, resumed by ONE process under
+    torchrun with 4 micro-batches per step: the same losses as 2 ranks x 2 micro-batches, because the loss
+    is normalised by the masked positions of the whole step and the batches are a function of the step."""
+    out = work / "b4"
+    ck = out / "checkpoints"
+    with pytest.raises(InputError, match="ds_to_universal"):
+        prepare(load_config(config, [f"output_dir={out}"]), DistEnv(0, 0, 1))
+    subprocess.run([str(BIN / "python"), "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder",
+                    str(ck / "step000004"), "--output_folder", str(ck / "step000004_universal")],
+                   check=True, capture_output=True, cwd=ROOT, timeout=300)
+    (ck / "latest").write_text("step000004_universal")
+    launch("torchrun", config, out, "deepspeed.universal_checkpoint=true")
     a, d = metrics(run_a), metrics(out)
-    assert [r["step"] for r in d] == [1, 2, 3]
-    for ra, rd in zip(a, d):
-        assert rd["loss"] == pytest.approx(ra["loss"], rel=1e-5), ra["step"]
-        assert rd["grad_norm"] == pytest.approx(ra["grad_norm"], rel=1e-4), ra["step"]
+    assert [r["step"] for r in d] == list(range(1, STEPS + 1))
+    for ra, rd in zip(a[4:], d[4:]):
+        for k in ("loss", "mlm_loss", "mep_loss", "grad_norm"):
+            assert rd[k] == pytest.approx(ra[k], rel=1e-4), (ra["step"], k)
+    state = json.loads((ck / f"step{STEPS:06d}" / "trainer_state.json").read_text())
+    assert state["world_size"] == 1 and state["step"] == STEPS
 
 
 def test_resume_on_other_world_size_fails_clearly(run_a, config):
