@@ -273,3 +273,12 @@ def test_index_that_does_not_match(tmp_path):
     other = make_multistream(write(tmp_path / "big.xml", dump_xml(en_pages(200))), tmp_path / "ms2")
     with pytest.raises(InputError, match="does not match"):
         extract(ms.dump, tmp_path / "o4", index=other.index, progress=False)
+
+
+def test_cli_success_prints_one_summary_line(tmp_path):
+    dump = write(tmp_path / "a.xml.bz2", dump_xml(en_pages(3)))
+    r = run_cli("--dump", str(dump), "--out", str(tmp_path / "out"), "--workers", "2", "--limit-pages", "8")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("extract [en]: 8 pages -> 3 articles, 1 redirects, ")
+    assert "skipped: disambiguation 1, empty 1, namespace 2; failed 0;" in lines[0]
