@@ -21,6 +21,7 @@ import dataclasses
 import json
 import os
 import secrets
+import signal
 import socket
 import sys
 import time
@@ -284,6 +285,22 @@ def dropout_seed(seed: int, first_index: int) -> int:
     return int(np.random.SeedSequence([seed, first_index, 0xD0]).generate_state(1)[0])
 
 
+class StopRequest:
+    """SIGTERM / SIGUSR1 (schedulers' pre-emption warning) -> finish the step, checkpoint, exit 0.
+
+    The flag travels with the step's all_reduce, so every rank stops at the same step even if only one
+    was signalled.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+
 def _log_line(path: Path, text: str) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(text + "\n")
@@ -341,6 +358,7 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
     from tqdm import tqdm
 
     bar = tqdm(total=stop, initial=step, disable=not rank0, desc="train", unit="step", dynamic_ncols=True)
+    preempt = StopRequest()
     engine.train()
     start_time = time.time()
     while step < stop:
@@ -349,9 +367,11 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
         samples = plan.data.step_samples(step, B, env.rank, W)
         micro = [samples[i : i + m] for i in range(0, len(samples), m)]
         batches = [collate(mb) for mb in micro]
-        counts = torch.tensor([sum(count_targets(b)[k] for b in batches) for k in (0, 1)], dtype=torch.float64, device=device)
-        dist.all_reduce(counts)  # masked positions of the whole optimiser step, all ranks
+        counts = [sum(count_targets(b)[k] for b in batches) for k in (0, 1)]
+        counts = torch.tensor([*counts, float(preempt.requested)], dtype=torch.float64, device=device)
+        dist.all_reduce(counts)  # masked positions of the whole optimiser step (all ranks); any stop request
         n_mlm, n_mep = max(counts[0].item(), 1.0), max(counts[1].item(), 1.0)
+        stopping = counts[2].item() > 0
         for mb, batch in zip(micro, batches):
             torch.manual_seed(dropout_seed(cfg.data.seed, mb[0].index))
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -389,9 +409,15 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
             last = rec
             window.reset()
         bar.update(1)
-        if step % t.save_every == 0 or step == stop:
+        if step % t.save_every == 0 or step == stop or stopping:
             save(engine, plan, ckpt_dir, step, run_id)
             saved_at = step
+        if stopping:
+            if rank0:
+                msg = f"stop requested by signal: checkpointed at step {step}; rerun the same command to resume"
+                _log_line(out / "train.log", msg)
+                bar.write(msg, file=sys.stderr)
+            break
     bar.close()
     if saved_at != step:  # resumed at the end already: nothing new to save
         save(engine, plan, ckpt_dir, step, run_id)
