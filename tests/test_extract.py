@@ -65,7 +65,7 @@ def en_pages(n_filler: int = 0) -> list[tuple]:
         ("France", 7, "'''France''' has {{nowrap|[[Paris]]}} and [[Lyon|its second city]]."),
     ]
     for i in range(n_filler):
-        pages.append((f"Filler {i}", 100 + i, f"Filler {i} links to [[Paris]] and [[France]]s."))
+        pages.append((f"Filler {i}", 100 + i, f"Filler {i} links to [[Paris]] and [[France]]s at a café."))
     return pages
 
 
@@ -145,12 +145,18 @@ def test_formats_give_identical_output(tmp_path):
     extract(ref_dump, tmp_path / "ref", progress=False)
     ref = rows(tmp_path / "ref")
     assert len(ref) == 14
+    assert ref[2]["paragraphs"] == [{
+        "text": "Filler 0 links to Paris and Frances at a café.",
+        "links": [{"start": 18, "end": 23, "title": "Paris"}, {"start": 28, "end": 35, "title": "France"}],
+    }]
     variants = {
         "bz2": write(tmp_path / "b.xml.bz2", text),
         "gz": write(tmp_path / "c.xml.gz", text),
         "utf16_bom": write(tmp_path / "d.xml", text, encoding="UTF-16", bom=True),
         "utf16_le_decl_no_bom": write(tmp_path / "e.xml", text, encoding="UTF-16LE"),
         "no_decl": write(tmp_path / "f.xml", text, decl=False),
+        "latin1": write(tmp_path / "g.xml", text, encoding="ISO-8859-1"),
+        "utf16_be_decl_no_bom": write(tmp_path / "h.xml", text, encoding="UTF-16BE"),
     }
     for name, dump in variants.items():
         extract(dump, tmp_path / name, progress=False)
