@@ -366,11 +366,12 @@ def _process_rows(task: tuple[str, int, int]) -> tuple[int, dict[str, Chunk], co
 
 
 def _row_ranges(corpus: Corpus, batch_pages: int) -> Iterator[tuple[str, int, int]]:
+    """Row ranges of the pages files, one per worker task (the output does not depend on them)."""
     import pyarrow.parquet as pq
 
     for f in corpus.page_files:
         n = pq.ParquetFile(f).metadata.num_rows
-        for start in range(0, n, batch_pages):
+        for start in range(0, n, max(1, batch_pages)):
             yield (str(f), start, min(start + batch_pages, n))
 
 
