@@ -78,8 +78,9 @@ class SourceCheckpoint:
 def resolve_checkpoint(checkpoint: str | Path, shards: str | Path | None = None) -> SourceCheckpoint:
     """OUT, OUT/checkpoints (``latest``) or OUT/checkpoints/TAG -> the checkpoint and its model config.
 
-    The model config is rebuilt exactly as the trainer built it: ``OUT/config.yaml`` (the resolved
-    experiment config) + the shards' spm size and entity-vocab size (+ ``model.init_from``'s config.json).
+    The model config is ``model_config.json`` (tag dir, then OUT) when the trainer recorded one, else
+    rebuilt exactly as the trainer built it: ``OUT/config.yaml`` (the resolved experiment config) + the
+    shards' spm size and entity-vocab size (+ ``model.init_from``'s config.json).
     ``shards`` overrides ``data.shards`` of config.yaml (e.g. when the shards moved since training).
     """
     from pretrain.config import load_config
