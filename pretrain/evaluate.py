@@ -59,15 +59,17 @@ DEFAULT_PROMPTS = Path(__file__).resolve().parent.parent / "configs" / "eval" / 
 class Scorer:
     """One interface over this project's MLukeForMaskedLM and transformers' LukeForMaskedLM."""
 
-    def __init__(self, model: torch.nn.Module, word_vocab_size: int, hf: bool, source: str):
-        self.model = model.eval()
+    def __init__(self, model: torch.nn.Module, word_vocab_size: int, hf: bool, source: str, device: str = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
         self.V = word_vocab_size
         self.hf = hf
         self.source = source
 
     @torch.no_grad()
     def hidden(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "entity_ids", "entity_attention_mask", "entity_position_ids")}
+        keys = ("input_ids", "attention_mask", "entity_ids", "entity_attention_mask", "entity_position_ids")
+        inputs = {k: batch[k].to(self.device) for k in keys}
         if self.hf:
             o = self.model.luke(**inputs)
             return o.last_hidden_state, o.entity_last_hidden_state
@@ -85,7 +87,9 @@ class Scorer:
         return logits
 
 
-def load_scorer(checkpoint: str | Path, shards: str | Path | None = None) -> tuple[Scorer, dict[str, Any]]:
+def load_scorer(
+    checkpoint: str | Path, shards: str | Path | None = None, device: str = "cpu"
+) -> tuple[Scorer, dict[str, Any]]:
     """A DeepSpeed checkpoint (any form ``pretrain export`` accepts) or an export directory -> Scorer.
 
     Also returns what is known about the run (its data config, for the masking probabilities, and the
@@ -106,10 +110,10 @@ def load_scorer(checkpoint: str | Path, shards: str | Path | None = None) -> tup
 
         model = LukeForMaskedLM.from_pretrained(p)
         V = info.get("word_vocab_size") or model.config.vocab_size
-        return Scorer(model, V, hf=True, source=str(p)), info
+        return Scorer(model, V, hf=True, source=str(p), device=device), info
     if (p / MLUKE_WEIGHTS).is_file():
         model = load_exported(p)
-        return Scorer(model, model.config.vocab_size, hf=False, source=str(p)), info
+        return Scorer(model, model.config.vocab_size, hf=False, source=str(p), device=device), info
     src = resolve_checkpoint(p, shards)
     model = MLukeForMaskedLM(src.model_config)
     ckpt.load_into(model, load_weights(src), str(src.tag_dir))
@@ -118,7 +122,7 @@ def load_scorer(checkpoint: str | Path, shards: str | Path | None = None) -> tup
 
     cfg = load_config(src.run_dir / "config.yaml")
     info = {"spm_sha256": src.spm_sha256, "entity_vocab_sha256": src.entity_vocab_sha256, "data": asdict(cfg.data)}
-    return Scorer(model, src.model_config.vocab_size, hf=False, source=str(src.tag_dir)), info
+    return Scorer(model, src.model_config.vocab_size, hf=False, source=str(src.tag_dir), device=device), info
 
 
 # ------------------------------------------------------------------------------------------- results
@@ -197,6 +201,7 @@ def masked_sums(scorer: Scorer, batch: dict[str, torch.Tensor]) -> tuple[float, 
     word_h, ent_h = scorer.hidden(batch)
     out: list[float | int] = []
     for h, labels, head in ((word_h, batch["mlm_labels"], scorer.word_logits), (ent_h, batch["mep_labels"], scorer.entity_logits)):
+        labels = labels.to(scorer.device)
         sel = labels.ne(IGNORE)
         if h is None or not bool(sel.any()):
             out += [0.0, 0, 0]
@@ -347,9 +352,9 @@ def answer_ranks(scorer: Scorer, inputs: Sequence[ClozeInput], max_mention_lengt
     and the top-5 entity ids; the answer slot is the last entity of each input."""
     batch = cloze_batch(inputs, max_mention_length)
     _, ent_h = scorer.hidden(batch)
-    last = batch["entity_attention_mask"].sum(dim=1) - 1
-    logits = scorer.entity_logits(ent_h[torch.arange(len(inputs)), last])
-    target = torch.tensor([x.target for x in inputs])
+    last = batch["entity_attention_mask"].sum(dim=1).to(scorer.device) - 1
+    logits = scorer.entity_logits(ent_h[torch.arange(len(inputs), device=scorer.device), last])
+    target = torch.tensor([x.target for x in inputs], device=scorer.device)
     t_logit = logits.gather(1, target[:, None])
     ranks = (logits > t_logit).sum(dim=1).tolist()
     top = torch.topk(logits, k=min(5, logits.shape[1] - FIRST_REAL_ENTITY), dim=1).indices.tolist()
@@ -405,11 +410,13 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 16,
     max_sequences: int | None = None,
+    device: str | None = None,
 ) -> Report:
     """Masked-LM metrics per language on ``shards``' validation split, and the cloze probe (``prompts``)."""
     torch.manual_seed(0)  # nothing is random in eval mode; this only pins anything a model might draw
     manifest = check_shards(shards, languages)
-    scorer, info = load_scorer(checkpoint, shards)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    scorer, info = load_scorer(checkpoint, shards, device)
     for key, path in (("spm_sha256", manifest.spm_path), ("entity_vocab_sha256", manifest.entity_vocab_path)):
         want = {"spm_sha256": manifest.spm_sha256, "entity_vocab_sha256": manifest.entity_vocab_sha256}[key]
         if info.get(key) and info[key] != want:
@@ -451,6 +458,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="masking seed")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-sequences", type=int, default=None, help="per language (default: all)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--show", type=int, default=0, metavar="N", help="print N cloze predictions per language")
 
@@ -459,7 +467,7 @@ def run_cli(args: argparse.Namespace) -> int:
     languages = [x for x in args.languages.split(",") if x] if args.languages else None
     report = evaluate(
         args.checkpoint, args.shards, languages, None if args.no_cloze else args.prompts,
-        seed=args.seed, batch_size=args.batch_size, max_sequences=args.max_sequences,
+        seed=args.seed, batch_size=args.batch_size, max_sequences=args.max_sequences, device=args.device,
     )
     print(report.table())
     if args.show and report.predictions:
