@@ -123,8 +123,50 @@ def load_consolidated_weights(path: str | Path) -> dict[str, Any]:
     files = sorted(tag_dir.glob("mp_rank_*_model_states.pt"))
     if not files:
         raise InputError(f"{tag_dir}: no DeepSpeed model states")
-    module = torch.load(files[0], map_location="cpu", weights_only=False)["module"]
-    return {k: v.float() for k, v in module.items()}
+    sd = torch.load(files[0], map_location="cpu", weights_only=False)
+    out = {k: v.float() for k, v in sd["module"].items()}
+    out.update(_stage0_fp32_masters(sd, read_state(tag_dir)))
+    return out
+
+
+def _stage0_fp32_masters(sd: dict[str, Any], state: TrainerState | None) -> dict[str, Any]:
+    """Without ZeRO, bf16/fp16 training keeps fp32 master weights in the optimizer state as lists of
+    tensors in parameter-group order (no names). Rebuild the names the way the trainer built its groups
+    (``pretrain.optim.param_groups``: trainable parameters, decayed first) and check each master rounds
+    to the saved half-precision weight, so a wrong mapping cannot pass silently."""
+    from pretrain.model import ENTITY_PREFIXES
+    from pretrain.optim import no_decay
+
+    opt = sd.get("optimizer")
+    if not isinstance(opt, dict) or "fp32_groups" not in opt:
+        return {}
+    module, buffers = sd["module"], set(sd.get("buffer_names") or ())
+    seen: set[tuple] = set()
+    params = []
+    for name, t in module.items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if name in buffers or key in seen:
+            continue  # tied weights are one parameter, saved under every name
+        seen.add(key)
+        if state is not None and state.stage == 1 and not name.startswith(ENTITY_PREFIXES):
+            continue  # frozen in stage 1: not in the optimiser
+        params.append((name, t))
+    groups = [g for g in ([n for n, t in params if not no_decay(n, t)], [n for n, t in params if no_decay(n, t)]) if g]
+    masters = opt["fp32_groups"]
+    if [len(g) for g in groups] != [len(g) for g in masters]:
+        raise InputError("checkpoint: fp32 master weights do not match the model's parameter groups")
+    out: dict[str, Any] = {}
+    for names, tensors in zip(groups, masters):
+        for name, t in zip(names, tensors):
+            if tuple(t.shape) != tuple(module[name].shape) or not (t.to(module[name].dtype) == module[name]).all():
+                raise InputError(f"checkpoint: fp32 master of {name} does not match its saved weight")
+            out[name] = t.float()
+    by_storage = {(module[n].untyped_storage().data_ptr(), tuple(m.shape)): m for n, m in out.items()}
+    for name, t in module.items():  # tied names get the master of the parameter they share
+        key = (t.untyped_storage().data_ptr(), tuple(t.shape))
+        if name not in out and key in by_storage:
+            out[name] = by_storage[key]
+    return out
 
 
 def load_into(model, state_dict: dict[str, Any], source: str) -> None:
