@@ -29,6 +29,7 @@ with XLM-R the ratio is 1 + extra/bare-per-token of that model.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
@@ -129,6 +130,7 @@ def main() -> None:
         work = Path(tmp)
         dirs, vocab, spm = build_inputs(work, args.copies, args.vocab_size)
         bare_s, bare_cpu, loop_cpu, tokens, chars = bare_encode(dirs, spm)
+        print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other jobs make wall times noisy)")
         print(f"input: {len(dirs)} languages, {chars / 1e6:.1f} M characters of paragraph text, {tokens / 1e6:.2f} M tokens")
         print(
             f"{'run':<28}{'wall s':>8}{'CPU s':>8}{'tokens/s/worker':>17}{'x bare (CPU)':>14}{'extra us/token':>16}"
