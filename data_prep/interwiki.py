@@ -168,7 +168,8 @@ def interwiki_from_page_props(
         dump_stats = DumpStats()
         bar = _Progress(path, progress)
         try:
-            for row in iter_table_rows(path, "page_props", dump_stats, on_progress=bar):
+            rows = iter_table_rows(path, "page_props", dump_stats, on_progress=bar, where=("pp_propname", "wikibase_item"))
+            for row in rows:
                 if isinstance(row, tuple):  # no CREATE TABLE: the standard column order
                     row = dict(zip(("pp_page", "pp_propname", "pp_value", "pp_sortkey"), row))
                 name = row.get("pp_propname")

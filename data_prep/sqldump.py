@@ -74,6 +74,97 @@ _VALUE_RE = re.compile(
     + rb")\s*",
     re.DOTALL,
 )
+_VALUE_ALTS = _VALUE_RE.pattern[len(rb"\s*(?:") : -len(rb")\s*")]
+_ROW_RE_CACHE: dict[int, re.Pattern] = {}
+
+
+def _row_re(ncols: int) -> re.Pattern:
+    """One regex for a whole row of ``ncols`` values (7 groups per value, as in ``_VALUE_RE``)."""
+    if ncols not in _ROW_RE_CACHE:
+        value = rb"(?:" + _VALUE_ALTS + rb")"
+        body = rb"\s*,\s*".join([value] * ncols)
+        _ROW_RE_CACHE[ncols] = re.compile(rb"\(\s*" + body + rb"\s*\)\s*([,;])", re.DOTALL)
+    return _ROW_RE_CACHE[ncols]
+
+
+def _convert(groups: tuple, i: int) -> Any:
+    """The Python value of one value of a ``_row_re`` match (its groups ``i .. i+6``), common kinds first."""
+    g = groups[i + 2]
+    if g is not None:
+        return int(g)
+    g = groups[i]
+    if g is not None:
+        return (_unescape(g) if b"\\" in g or b"''" in g else g).decode("utf-8", "replace")
+    if groups[i + 1] is not None:
+        return None
+    if groups[i + 3] is not None:
+        return float(groups[i + 3])
+    if groups[i + 4] is not None:
+        return _unescape(groups[i + 4])
+    h = groups[i + 5] if groups[i + 5] is not None else groups[i + 6]
+    return bytes.fromhex(h.decode("ascii"))
+
+
+def parse_rows(
+    line: bytes, start: int, ncols: int, where: tuple[int, bytes] | None = None, stats: DumpStats | None = None
+) -> list[tuple[Any, ...]]:
+    """``parse_values`` for rows of a known width: one regex match per row instead of one per value.
+
+    ``where=(k, value)`` keeps only rows whose column ``k`` is the string ``value``; the others are
+    counted in ``stats.rows_filtered`` and never converted (most of the speed on page_props, where a
+    quarter of the rows are ``wikibase_item``). Any line the row regex cannot read whole goes to
+    ``parse_values``, so results and errors are exactly the general parser's.
+    """
+    row_match = _row_re(ncols).match
+    rows: list[tuple[Any, ...]] = []
+    pos = start
+    n = len(line)
+    while pos < n and line[pos] in b" \t":
+        pos += 1
+    offsets = range(0, 7 * ncols, 7)
+    filtered = 0
+    while True:
+        m = row_match(line, pos)
+        if m is None:
+            return _filter_rows(parse_values(line, start), ncols, where, stats)
+        groups = m.groups()
+        if where is not None:
+            raw = groups[7 * where[0]]
+            if raw is None:
+                raw = groups[7 * where[0] + 4]
+            if raw is not None and (b"\\" in raw or b"''" in raw):
+                raw = _unescape(raw)
+            if raw != where[1]:
+                filtered += 1
+                pos = m.end()
+                if groups[-1] == b";":
+                    break
+                continue
+        rows.append(tuple([_convert(groups, i) for i in offsets]))
+        pos = m.end()
+        if groups[-1] == b";":
+            break
+    if line[pos:].strip():
+        return _filter_rows(parse_values(line, start), ncols, where, stats)
+    if stats is not None:
+        stats.rows_filtered += filtered
+    return rows
+
+
+def _filter_rows(
+    rows: list[tuple[Any, ...]], ncols: int, where: tuple[int, bytes] | None, stats: DumpStats | None
+) -> list[tuple[Any, ...]]:
+    if where is None:
+        return rows
+    k, value = where
+    text = value.decode("utf-8")
+    # Rows of the wrong width stay: the caller counts them as bad rows.
+    kept = [r for r in rows if len(r) != ncols or r[k] == text or r[k] == value]
+    if stats is not None:
+        stats.rows_filtered += len(rows) - len(kept)
+    return kept
+
+
 _INSERT_RE = re.compile(rb"INSERT\s+(?:IGNORE\s+)?INTO\s+`?([^`\s(]+)`?\s*(?:\(([^)]*)\)\s*)?VALUES\s*", re.I)
 _CREATE_RE = re.compile(rb"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?`?([^`\s(]+)`?", re.I)
 _COLUMN_DEF_RE = re.compile(rb"^\s*`([^`]+)`\s+\w")
@@ -163,6 +254,7 @@ class DumpStats:
     rows: int = 0
     bad_lines: int = 0
     bad_rows: int = 0  # rows with the wrong number of columns
+    rows_filtered: int = 0  # rows skipped by ``where`` (not converted)
     other_tables: set[str] = field(default_factory=set)
     first_errors: list[str] = field(default_factory=list)  # a few examples for the report
 
@@ -177,8 +269,12 @@ def iter_table_rows(
     table: str,
     stats: DumpStats | None = None,
     on_progress: Callable[[int], None] | None = None,
+    where: tuple[str, str] | None = None,
 ) -> Iterator[dict[str, Any] | tuple[Any, ...]]:
     """Yield the rows inserted into ``table`` as dicts keyed by column name.
+
+    ``where=(column, value)``: only rows whose ``column`` is the string ``value`` (others are counted in
+    ``stats.rows_filtered`` without being converted; without known column names every row is yielded).
 
     Column names come from the dump's ``CREATE TABLE`` (or the INSERT's own column list); if neither is
     present rows are yielded as plain tuples. Raises ``InputError`` if the file is not readable as a SQL
@@ -225,7 +321,12 @@ def iter_table_rows(
                     if m.group(2):
                         cols = [c.strip().strip("`") for c in m.group(2).decode("utf-8").split(",")]
                     try:
-                        rows = parse_values(line, m.end())
+                        if cols:
+                            k = cols.index(where[0]) if where is not None and where[0] in cols else None
+                            cond = (k, where[1].encode("utf-8")) if k is not None else None
+                            rows = parse_rows(line, m.end(), len(cols), cond, stats)
+                        else:
+                            rows = parse_values(line, m.end())
                     except SQLSyntaxError as e:
                         stats.bad(f"line {lineno}: {e}")
                         continue

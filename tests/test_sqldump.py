@@ -7,7 +7,7 @@ import gzip
 import pytest
 
 from data_prep.errors import InputError
-from data_prep.sqldump import DumpStats, SQLSyntaxError, iter_table_rows, parse_values
+from data_prep.sqldump import DumpStats, SQLSyntaxError, iter_table_rows, parse_rows, parse_values
 
 HEADER = b"""-- MySQL dump 10.19  Distrib 10.3.39-MariaDB, for debian-linux-gnu (x86_64)
 --
@@ -127,3 +127,34 @@ def test_wrong_files_are_one_line_input_errors(tmp_path):
         list(iter_table_rows(truncated, "page_props"))
     with pytest.raises(InputError, match="cannot open"):
         list(iter_table_rows(tmp_path / "missing.sql.gz", "page_props"))
+
+
+def test_row_regex_fast_path_equals_the_general_parser():
+    lines = [
+        rb"(1,'a\'b','c\\\\d',NULL,_binary'x\0y',0x4142,-3.5e2,'it''s','(,)',X'00ff',''),(2,'',NULL,'\n\t\Z\%',-7,'',1,2,3,4,5);",
+        b"(1,'a,b','(c)','d),(e','f;g','\\')'),(2,')',';','','','');",
+        b"(1,'x') ;",
+    ]
+    for line in lines:
+        width = len(parse_values(line)[0])
+        assert parse_rows(line, 0, width) == parse_values(line)
+    # A row of another width or a syntax error: the fast path hands the line to the general parser.
+    with pytest.raises(SQLSyntaxError):
+        parse_rows(b"(1,'a'),(2,BROKEN);", 0, 2)
+    assert parse_rows(b"(1,'a'),(2,'b','c');", 0, 2) == [(1, "a"), (2, "b", "c")]
+
+
+def test_where_filter_skips_other_rows_and_counts_them(tmp_path):
+    body = (
+        b"INSERT INTO `page_props` VALUES (1,'wikibase_item','Q1',NULL),(1,'defaultsort','x',NULL),"
+        b"(2,_binary'wikibase_item','Q2',NULL),(3,'wikibase\\_item','Q3',NULL);\n"
+        b"INSERT INTO `page_props` VALUES (4,'wikibase_item','Q4',NULL),(5,'page_image_free','a.jpg',NULL,9);\n"
+    )
+    path = write_gz(tmp_path / "p.sql.gz", HEADER + body)
+    stats = DumpStats()
+    rows = list(iter_table_rows(path, "page_props", stats, where=("pp_propname", "wikibase_item")))
+    # A binary-literal name matches too; 'wikibase\_item' keeps its backslash (MySQL's \_ rule), so not.
+    assert [r["pp_page"] for r in rows] == [1, 2, 4]
+    assert rows[1]["pp_propname"] == b"wikibase_item"
+    # Line 2 has a 5-value row: the general parser reads it and the wrong-width row is a bad row.
+    assert (stats.rows_filtered, stats.bad_rows) == (2, 1)
