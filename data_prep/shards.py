@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import hashlib
 import itertools
 import json
@@ -389,14 +390,20 @@ def _ordered_map(fn, tasks: Iterator, workers: int, processor: PageProcessor) ->
         return
     methods = mp.get_all_start_methods()
     ctx = mp.get_context("fork" if "fork" in methods else "spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(processor,)) as pool:
-        window: collections.deque = collections.deque()
-        for t in tasks:
-            window.append(pool.apply_async(fn, (t,)))
-            if len(window) >= 4 * workers:
+    # Forked workers share the parent's heap copy-on-write; a garbage collection in a worker would
+    # walk (and so copy) all of it. Frozen objects are left alone by the collector.
+    gc.freeze()
+    try:
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(processor,)) as pool:
+            window: collections.deque = collections.deque()
+            for t in tasks:
+                window.append(pool.apply_async(fn, (t,)))
+                if len(window) >= 4 * workers:
+                    yield window.popleft().get()
+            while window:
                 yield window.popleft().get()
-        while window:
-            yield window.popleft().get()
+    finally:
+        gc.unfreeze()
 
 
 # ---------------------------------------------------------------- writing
