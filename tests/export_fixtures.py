@@ -5,6 +5,7 @@ and evaluate tests. Built once per pytest process and cached: the runs cost a fe
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import tempfile
 from functools import cache, lru_cache
@@ -58,7 +59,18 @@ def _train(name: str, overrides: list[str]) -> Path:
             *overrides,
         ],
     )
-    train(cfg)
+    # train() makes this process its own single-rank rendezvous through these variables; give them back so
+    # that later tests' launchers do not inherit them (the gloo group itself stays up for the next run).
+    keys = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE")
+    saved = {k: os.environ.get(k) for k in keys}
+    try:
+        train(cfg)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return out
 
 
