@@ -82,7 +82,7 @@ LOCAL_NAMESPACES: dict[str, dict[int, list[str]]] = {
            6: ["चित्र", "फ़ाइल"], 8: ["मीडियाविकि"], 10: ["साँचा"], 12: ["सहायता"], 14: ["श्रेणी"],
            100: ["प्रवेशद्वार"]},
     "id": {-2: ["Media"], -1: ["Istimewa"], 1: ["Pembicaraan"], 2: ["Pengguna"], 4: ["Wikipedia", "WP"],
-           6: ["Berkas", "Gambar", "Berkas"], 8: ["MediaWiki"], 10: ["Templat"], 12: ["Bantuan"],
+           6: ["Berkas", "Gambar", "File"], 8: ["MediaWiki"], 10: ["Templat"], 12: ["Bantuan"],
            14: ["Kategori"], 100: ["Portal"]},
     "it": {-2: ["Media"], -1: ["Speciale"], 1: ["Discussione"], 2: ["Utente"], 4: ["Wikipedia", "WP"],
            6: ["File", "Immagine"], 8: ["MediaWiki"], 10: ["Template"], 12: ["Aiuto"], 14: ["Categoria"],
