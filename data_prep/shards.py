@@ -169,6 +169,7 @@ class PageProcessor:
         mention, ``_NEW`` for text that starts a sentence, ``_CONT`` for text that continues one."""
         plan: list[int] = []
         n_sent = 0
+        gap = self.tok.word_gaps  # characters the model reads as whitespace (LRM, ZWSP, ... too)
         for p_index, para in enumerate(page["paragraphs"] or ()):
             text = para["text"] or ""
             links = self._links(page, p_index, text, para.get("links"), counts)
@@ -178,7 +179,7 @@ class PageProcessor:
                 n_sent += 1
                 if li == n_links or links[li][0] >= e:  # the common case: a sentence without links
                     pieces.append(text[s:e])
-                    word_start.append(s == 0 or text[s - 1].isspace())
+                    word_start.append(s == 0 or text[s - 1] in gap)
                     plan.append(_NEW)
                     continue
                 pos = s
@@ -189,21 +190,21 @@ class PageProcessor:
                     li += 1
                     if a > pos:
                         pieces.append(text[pos:a])
-                        word_start.append(pos == 0 or text[pos - 1].isspace() or text[pos].isspace())
+                        word_start.append(pos == 0 or text[pos - 1] in gap or text[pos] in gap)
                         plan.append(code)
                     elif code == _NEW:  # the sentence starts with the mention
                         pieces.append("")
                         word_start.append(True)
                         plan.append(_NEW)
-                    # "▁" only where a word starts: text start, after whitespace, or leading whitespace
+                    # "▁" only where a word starts: text start, after a gap, or a leading gap
                     pieces.append(text[a:b])
-                    word_start.append(a == 0 or text[a - 1].isspace() or text[a].isspace())
+                    word_start.append(a == 0 or text[a - 1] in gap or text[a] in gap)
                     plan.append(entity)
                     pos = b
                     code = _CONT
                 if pos < e:
                     pieces.append(text[pos:e])
-                    word_start.append(text[pos - 1].isspace() or text[pos].isspace())
+                    word_start.append(text[pos - 1] in gap or text[pos] in gap)
                     plan.append(_CONT)
         counts["sentences"] += n_sent
         return plan

@@ -23,6 +23,7 @@ against the model when it is loaded.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import heapq
 import io
@@ -114,6 +115,20 @@ def without_dummy_prefix(model_proto: bytes) -> bytes:
 
 
 # ---------------------------------------------------------------- tokeniser
+@functools.cache
+def _gap_candidates() -> frozenset[str]:
+    """Characters a normaliser might read as whitespace: Python's whitespace, Unicode separators and
+    format characters, the "▁" meta symbol, BOM and U+FFFD."""
+    import unicodedata
+
+    out = {c for c in map(chr, range(0x3001)) if c.isspace()} | {"\u2581", "\ufeff", "\ufffd"}
+    # planes 0-2 and the tag/variation block of plane 14 hold every such character
+    for code in itertools.chain(range(0x30000), range(0xE0000, 0xE1000)):
+        if unicodedata.category(chr(code)) in ("Cf", "Zs", "Zl", "Zp"):
+            out.add(chr(code))
+    return frozenset(out)
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -145,6 +160,7 @@ class XlmrSentencePiece:
                 f"{path}: not an XLM-R style sentencepiece model (needs <unk>=0 <s>=1 </s>=2, has "
                 f"unk={self.sp.unk_id()} bos={self.sp.bos_id()} eos={self.sp.eos_id()})"
             )
+        self.word_gaps = self._word_gaps()
         self._cache_ws: dict[str, list[int]] = {}
         self._cache_cont: dict[str, list[int]] = {}
         self._check_word_cache()
@@ -249,6 +265,13 @@ class XlmrSentencePiece:
                 for i, ids in zip(idx, proc.encode([texts[i] for i in idx], num_threads=1)):
                     out[i] = ids
         return out
+
+    def _word_gaps(self) -> frozenset[str]:
+        """Characters that separate words for this model: whitespace its normaliser keeps as a space
+        and format characters it turns into one (XLM-R: LRM/RLM, ZWSP, ZWNJ, BOM, ...). A piece of
+        text after one of them starts a word ("▁"); after anything else it continues one."""
+        norm = self.sp_cont.normalize
+        return frozenset(c for c in _gap_candidates() if norm(f"a{c}b") == "a\u2581b")
 
     def _check_word_cache(self) -> None:
         """Decide whether word-by-word encoding is exact for this model, and for which whitespace.

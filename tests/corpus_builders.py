@@ -111,6 +111,8 @@ MULTILINGUAL: dict[str, list[tuple[int, str, list[str]]]] = {
         (30, "مدينة الميناء", [
             "تقع [[مدينة الميناء]] على [[خليج]] هادئ. هل تعرف [[المنارة]]؟ بنيت في عام 1821.",
             "يخرج الصيادون عند الفجر۔ يصب [[النهر الرمادي]] في الخليج.",
+            # a right-to-left mark and a zero-width space before links: the model reads both as a gap
+            "انظر أيضا\u200f[[المنارة]] و\u200b[[مدينة الميناء]].",
         ]),
     ],
     "hi": [

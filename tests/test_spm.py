@@ -153,3 +153,14 @@ def test_word_cached_encoding_equals_direct_encoding(model):
         assert tok.encode_many(texts, ws) == want  # now from the cache
     mixed = [i % 2 == 0 for i in range(len(texts))]
     assert tok.encode_many(texts, mixed) == tok._encode_direct(texts, mixed)
+
+
+def test_word_gaps_are_what_the_normaliser_reads_as_whitespace(model):
+    tok = XlmrSentencePiece.load(model)
+    for gap in (" ", "\t", "\n", "\u3000", "\u00a0", "\u200e", "\u200f", "\u200b", "\ufeff"):
+        assert gap in tok.word_gaps, hex(ord(gap))
+    for not_gap in ("a", "-", "\u00ad", "\u200d", "\x1c"):  # soft hyphen and ZWJ are removed, not spaces
+        assert not_gap not in tok.word_gaps, hex(ord(not_gap))
+    # after a gap the next piece starts a word, exactly as in the whole text
+    whole = tok.encode("x\u200flink").tolist()
+    assert whole == tok.encode("x").tolist() + tok.encode("link", word_start=True).tolist()
