@@ -179,7 +179,7 @@ class PageProcessor:
                 n_sent += 1
                 if li == n_links or links[li][0] >= e:  # the common case: a sentence without links
                     pieces.append(text[s:e])
-                    word_start.append(s == 0 or text[s - 1] in gap)
+                    word_start.append(s == 0 or text[s - 1] in gap or text[s] in gap)
                     plan.append(_NEW)
                     continue
                 pos = s
