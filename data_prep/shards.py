@@ -4,7 +4,9 @@ Per page: links are redirect-resolved and looked up in the entity vocabulary (mi
 counted); paragraphs are split into sentences (never inside a link); the text is cut at sentence and
 link boundaries and every piece is encoded on its own, so no token straddles a mention and a mention
 is exactly a run of tokens. A piece that continues a word is encoded without sentencepiece's dummy
-"▁" prefix, so the cuts add no spurious word starts (see ``data_prep.spm``). Sentences of one page are
+"▁" prefix, so the cuts add no spurious word starts (see ``data_prep.spm``); a word starts at the text
+start or after a character the model's normaliser reads as whitespace (spaces, but also LRM/RLM, ZWSP,
+ZWNJ), so the tokens decode exactly like the paragraph encoded whole. Sentences of one page are
 packed greedily into sequences of at most ``max_seq_length - 2`` tokens (room for <s> and </s>).
 
 Output: OUT/{lang}/{train,validation} (``datasets.Dataset.save_to_disk``), OUT/manifest.json and copies
