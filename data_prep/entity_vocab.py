@@ -3,15 +3,19 @@
 Pipeline (all counting is vectorised with pyarrow; no Python loop runs per link):
 
 1. Per language, in a worker process: read only the ``paragraphs.links.title`` leaf column of every
-   ``pages-*.parquet`` batch by batch, ``value_counts`` each batch, and merge the partial counts
-   (``group_by(...).sum``) whenever they grow, so a worker holds O(distinct titles), never O(links).
+   ``pages-*.parquet`` batch by batch, ``value_counts`` every ~4M links, and merge the partial counts
+   (``group_by(...).sum``) when they double, so a worker holds O(distinct titles), never O(links).
 2. Resolve the distinct titles through the wiki's redirects, hop by hop (``index_in`` against the
    redirect table; hops after the first only look at redirects that are themselves redirect targets).
    Titles still redirecting after ``max_hops`` are in a loop (or an absurd chain): dropped and counted.
    Targets that are not articles of that wiki (red links) are dropped unless ``keep_red_links``.
-3. In the parent: join every language's (title, count) with the interwiki table; entities with a QID
-   are merged across languages (counts summed, languages counted); an entity without a QID is its own
-   (lang, title). Filter by ``min_count`` and ``min_languages``, sort, keep ``vocab_size - 4``.
+3. Still in the worker: look up each target's QID in this language's slice of the interwiki table;
+   an entity without QID is complete already, so the cut-offs decide it here (dropped if its count is
+   below ``min_count``, or at once if ``min_languages > 1``). Only QID rows and surviving plain rows
+   travel to the parent.
+4. In the parent: entities with the same QID are merged across languages (counts summed, languages
+   counted); filter by ``min_count`` and ``min_languages``, sort, keep ``vocab_size - 4``; stream the
+   interwiki table once more for the kept QIDs' names; write the JSONL block by block.
 
 Order and keys (what makes the output byte-identical for the same input, whatever ``workers`` or the
 order of the corpora): entities are sorted by total count descending, ties broken by the entity key in
@@ -19,6 +23,9 @@ ascending UTF-8 byte order, where the key is the QID string for a QID entity (e.
 ``"Q10" < "Q9"``) and ``"{lang}:{title}"`` for an entity without QID. The ``entities`` list of a QID
 entity is every (title, lang) the interwiki table maps to that QID in the corpora's languages, sorted by
 (lang, title); ids 0-3 are the specials, entities start at 4.
+
+Workers are spawned (not forked): a script calling ``build_entity_vocab(workers>1)`` needs the usual
+``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
