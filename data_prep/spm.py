@@ -217,41 +217,46 @@ class XlmrSentencePiece:
             cw.clear()
         if len(cc) > self.CACHE_LIMIT:
             cc.clear()
-        words_of: list[list[str] | None] = []
-        miss_w: set[str] = set()
-        miss_c: set[str] = set()
+        out: list[list[int]] = [[] for _ in texts]
+        pending: list[tuple[int, list[str]]] = []  # texts with a word not cached yet
         direct: list[int] = []
         odd = self._odd_space
+        get = cw.__getitem__
+        chain = itertools.chain.from_iterable
         for i, text in enumerate(texts):
             if odd is not None and odd.search(text):
-                words_of.append(None)
                 direct.append(i)
                 continue
             words = text.split()
-            words_of.append(words)
             if not words:
                 continue
-            if word_start[i]:
-                miss_w.update(words)
-            else:
-                miss_c.add(words[0])
-                miss_w.update(words[1:])
-        for miss, cache, proc in ((miss_w, cw, self.sp), (miss_c, cc, self.sp_cont)):
-            miss.difference_update(cache.keys())
-            if miss:
-                todo = list(miss)
-                # one thread: parallelism comes from worker processes, not spm's own thread pool
-                cache.update(zip(todo, proc.encode(todo, num_threads=1)))
-        out: list[list[int]] = []
-        get = cw.__getitem__
-        chain = itertools.chain.from_iterable
-        for words, ws in zip(words_of, word_start):
-            if not words:
-                out.append([])
-            elif ws:
-                out.append(list(chain(map(get, words))))
-            else:
-                out.append(cc[words[0]] + list(chain(map(get, words[1:]))))
+            try:  # the common case: every word is cached
+                if word_start[i]:
+                    out[i] = list(chain(map(get, words)))
+                else:
+                    out[i] = cc[words[0]] + list(chain(map(get, words[1:])))
+            except KeyError:
+                pending.append((i, words))
+        if pending:
+            miss_w: set[str] = set()
+            miss_c: set[str] = set()
+            for i, words in pending:
+                if word_start[i]:
+                    miss_w.update(w for w in words if w not in cw)
+                else:
+                    if words[0] not in cc:
+                        miss_c.add(words[0])
+                    miss_w.update(w for w in words[1:] if w not in cw)
+            for miss, cache, proc in ((miss_w, cw, self.sp), (miss_c, cc, self.sp_cont)):
+                if miss:
+                    todo = sorted(miss)
+                    # one thread: parallelism comes from worker processes, not spm's own thread pool
+                    cache.update(zip(todo, proc.encode(todo, num_threads=1)))
+            for i, words in pending:
+                if word_start[i]:
+                    out[i] = list(chain(map(get, words)))
+                else:
+                    out[i] = cc[words[0]] + list(chain(map(get, words[1:])))
         if direct:
             for i, ids in zip(direct, self._encode_direct([texts[i] for i in direct], [word_start[i] for i in direct])):
                 out[i] = ids
