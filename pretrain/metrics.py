@@ -123,7 +123,13 @@ def truncate_metrics(path: Path, after_step: int) -> None:
     """On resume drop lines logged after the checkpoint: those steps are trained (and logged) again."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= after_step]
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= after_step:
+                keep.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut short by the crash we are resuming from
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
     os.replace(tmp, path)

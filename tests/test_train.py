@@ -306,3 +306,26 @@ def test_wandb_offline_run_has_the_metrics(run_a):
 
 def test_wandb_disabled_writes_nothing(stage1):
     assert not (stage1 / "wandb").exists() and (stage1 / "metrics.jsonl").is_file()
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def test_metrics_truncated_to_the_checkpoint_on_resume(tmp_path):
+    from pretrain.metrics import truncate_metrics
+
+    f = tmp_path / "metrics.jsonl"
+    f.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "lo')  # crashed mid-line after step 3
+    truncate_metrics(f, after_step=2)
+    assert f.read_text() == '{"step": 1}\n{"step": 2}\n'
+
+
+def test_summary_normalises_each_objective_by_its_own_count():
+    from pretrain.metrics import summarize
+
+    total = {"mlm_loss_sum": 30.0, "mlm_count": 10.0, "mlm_correct": 4.0, "mep_loss_sum": 6.0, "mep_count": 2.0,
+             "mep_correct": 1.0, "tokens": 1000.0, "samples": 8.0, "flops": 4e12}
+    s = summarize(total, steps=2, seconds=2.0, world_size=2, peak=1e12)
+    assert (s["mlm_loss"], s["mep_loss"], s["loss"]) == (3.0, 3.0, 6.0)  # not (30 + 6) / 12
+    assert (s["mlm_acc"], s["mep_acc"]) == (0.4, 0.5)
+    assert (s["tokens_per_s"], s["samples_per_s"], s["mfu"]) == (500.0, 4.0, 1.0)
