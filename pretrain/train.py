@@ -292,13 +292,24 @@ class StopRequest:
     was signalled.
     """
 
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
     def __init__(self) -> None:
         self.requested = False
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._handle)
+        self.previous: dict[int, Any] = {}
+        try:
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread (train() called from a library): no handlers
+            pass
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
+
+    def restore(self) -> None:
+        """Give the signals back (train() may run inside a longer-lived process, e.g. tests)."""
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def _log_line(path: Path, text: str) -> None:
@@ -419,6 +430,7 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
                 bar.write(msg, file=sys.stderr)
             break
     bar.close()
+    preempt.restore()
     if saved_at != step:  # resumed at the end already: nothing new to save
         save(engine, plan, ckpt_dir, step, run_id)
     if rank0:
