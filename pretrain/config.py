@@ -31,6 +31,7 @@ class DataConfig:
     random_ratio: float = 0.1  # replaced by a random piece (the rest are kept)
     whole_word_masking: bool = True  # mask all pieces of a word (spm "▁" starts a word)
     entity_vocab: str | None = None  # optional: must be the vocab the shards were built with (sha256)
+    num_workers: int = 1  # processes preparing the next steps' batches (0: in the training loop)
 
 
 @dataclass
@@ -250,6 +251,8 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
     d = cfg.data
     if not 0 < d.mlm_probability < 1 or not 0 < d.mep_probability < 1:
         raise InputError(f"{where}: data.mlm_probability and data.mep_probability must be in (0, 1)")
+    if d.num_workers < 0:
+        raise InputError(f"{where}: data.num_workers must be >= 0, got {d.num_workers}")
     if d.mask_ratio < 0 or d.random_ratio < 0 or d.mask_ratio + d.random_ratio > 1:
         raise InputError(f"{where}: data.mask_ratio + data.random_ratio must be within [0, 1]")
 

@@ -52,6 +52,9 @@ def memory_stats() -> dict[str, float]:
     return out
 
 
+MODEL_SUMS = SUMS[:6]  # the model's outputs: accumulated on the device, no host sync per micro-batch
+
+
 class Window:
     """Sums over the steps since the last log (per rank; all-reduced when logged)."""
 
@@ -59,20 +62,27 @@ class Window:
         self.reset()
 
     def reset(self) -> None:
-        self.sums = dict.fromkeys(SUMS, 0.0)
+        self.model_sums: torch.Tensor | None = None
+        self.host = dict.fromkeys(SUMS[6:], 0.0)
         self.steps = 0
         self.grad_norm = 0.0
         self.seconds = 0.0
 
+    def add_model(self, output) -> None:
+        """Add a micro-batch's ``MLukeOutput`` sums (tensors; summed without leaving the device)."""
+        v = torch.stack([getattr(output, k).detach().to(torch.float64) for k in MODEL_SUMS])
+        self.model_sums = v if self.model_sums is None else self.model_sums + v
+
     def add(self, **values: float) -> None:
         for k, v in values.items():
-            self.sums[k] += float(v)
+            self.host[k] += float(v)
 
     def reduced(self, device: torch.device) -> dict[str, float]:
         """Sum every counter over all ranks (one all_reduce)."""
         import torch.distributed as dist
 
-        t = torch.tensor([self.sums[k] for k in SUMS], dtype=torch.float64, device=device)
+        model = self.model_sums if self.model_sums is not None else torch.zeros(len(MODEL_SUMS), dtype=torch.float64)
+        t = torch.cat([model.to(device), torch.tensor([self.host[k] for k in SUMS[6:]], dtype=torch.float64, device=device)])
         if dist.is_initialized():
             dist.all_reduce(t)
         return dict(zip(SUMS, t.tolist()))

@@ -36,7 +36,8 @@ import torch
 from data_prep.atomic import atomic_path
 from data_prep.errors import InputError
 from pretrain import checkpoint as ckpt
-from pretrain.collator import Collator, MaskingConfig, count_targets
+from pretrain.batches import StepBatches, iterate_steps
+from pretrain.collator import Collator, MaskingConfig
 from pretrain.config import ExperimentConfig, dump_yaml, load_config, to_dict
 from pretrain.data import (
     Manifest,
@@ -354,7 +355,7 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
 
     t = cfg.train
     stop = t.stop_at_step or t.max_steps
-    B, m, W = t.global_batch_size, t.micro_batch_size, env.world_size
+    B, W = t.global_batch_size, env.world_size
     collate = Collator(plan.masking, word_start_table(str(plan.manifest.spm_path)) if cfg.data.whole_word_masking else None)
     log = MetricsLog(out / "metrics.jsonl", start_wandb(to_dict(cfg), cfg.wandb, out, run_id) if rank0 else None) if rank0 else None
     peak = peak_flops_per_device(None)
@@ -372,32 +373,27 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
     preempt = StopRequest()
     engine.train()
     start_time = time.time()
-    while step < stop:
-        t0 = time.time()
+    step_batches = StepBatches(plan.data, collate, B, t.micro_batch_size, env.rank, W, stop)
+    t0 = time.time()
+    for sb in iterate_steps(step_batches, step, stop, cfg.data.num_workers):
+        assert sb.step == step
         lr = scheduler.get_last_lr()[0]
-        samples = plan.data.step_samples(step, B, env.rank, W)
-        micro = [samples[i : i + m] for i in range(0, len(samples), m)]
-        batches = [collate(mb) for mb in micro]
-        counts = [sum(count_targets(b)[k] for b in batches) for k in (0, 1)]
-        counts = torch.tensor([*counts, float(preempt.requested)], dtype=torch.float64, device=device)
+        counts = torch.tensor([sb.n_mlm, sb.n_mep, float(preempt.requested)], dtype=torch.float64, device=device)
         dist.all_reduce(counts)  # masked positions of the whole optimiser step (all ranks); any stop request
         n_mlm, n_mep = max(counts[0].item(), 1.0), max(counts[1].item(), 1.0)
         stopping = counts[2].item() > 0
-        for mb, batch in zip(micro, batches):
-            torch.manual_seed(dropout_seed(cfg.data.seed, mb[0].index))
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        for first, cpu_batch in zip(sb.first_index, sb.micro):
+            torch.manual_seed(dropout_seed(cfg.data.seed, first))
+            batch = {k: v.to(device, non_blocking=True) for k, v in cpu_batch.items()}
             o = engine(**batch)
             loss = W * (o.mlm_loss_sum / n_mlm + o.mep_loss_sum / n_mep)
             engine.backward(loss, scale_wrt_gas=False)
             engine.step()
-            n_tok = batch["attention_mask"].sum(dim=1).tolist()
-            n_ent = batch["entity_attention_mask"].sum(dim=1).tolist()
-            flops = sum(model_flops_per_token(mc, int(a), int(e), cfg.data.mlm_probability) * a for a, e in zip(n_tok, n_ent))
-            window.add(
-                mlm_loss_sum=o.mlm_loss_sum.item(), mlm_count=o.mlm_count.item(), mlm_correct=o.mlm_correct.item(),
-                mep_loss_sum=o.mep_loss_sum.item(), mep_count=o.mep_count.item(), mep_correct=o.mep_correct.item(),
-                tokens=sum(n_tok), samples=len(mb), flops=flops,
-            )
+            window.add_model(o)
+            n_tok = cpu_batch["attention_mask"].sum(dim=1).tolist()
+            n_ent = cpu_batch["entity_attention_mask"].sum(dim=1).tolist()
+            flops = sum(model_flops_per_token(mc, a, e, cfg.data.mlm_probability) * a for a, e in zip(n_tok, n_ent))
+            window.add(tokens=sum(n_tok), samples=len(n_tok), flops=flops)
         step += 1
         gn = engine.get_global_grad_norm()
         window.grad_norm += float(gn) if gn is not None else float("nan")
@@ -429,6 +425,7 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
                 _log_line(out / "train.log", msg)
                 bar.write(msg, file=sys.stderr)
             break
+        t0 = time.time()  # a step's time includes waiting for its batches (a data-bound run shows here)
     bar.close()
     preempt.restore()
     if saved_at != step:  # resumed at the end already: nothing new to save

@@ -147,3 +147,23 @@ def test_check_shards_errors(shards, tmp_path):
         read_manifest(bad)
     with pytest.raises(InputError, match="shards directory not found"):
         check_shards(tmp_path / "nothing")
+
+
+def test_step_batches_prepared_by_workers_equal_inline(shards):
+    import torch
+
+    from pretrain.batches import StepBatches, iterate_steps
+    from pretrain.collator import Collator, MaskingConfig
+    from pretrain.data import spm_size
+
+    m = read_manifest(shards)
+    collate = Collator(MaskingConfig(spm_size=spm_size(m.spm_path), max_mention_length=4, seed=9), word_start_table(str(m.spm_path)))
+    steps = StepBatches(PretrainingData(m, None, 0.7, seed=9), collate, 8, 2, rank=1, world_size=2, max_steps=6)
+    inline = list(iterate_steps(steps, 2, 6, num_workers=0))
+    ahead = list(iterate_steps(steps, 2, 6, num_workers=2))
+    assert [b.step for b in inline] == [b.step for b in ahead] == [2, 3, 4, 5]
+    for a, b in zip(inline, ahead):
+        assert a.first_index == b.first_index == [a.step * 8 + 4, a.step * 8 + 6]  # rank 1's half, 2 micro-batches
+        assert (a.n_mlm, a.n_mep) == (b.n_mlm, b.n_mep) and a.n_mlm > 0
+        for x, y in zip(a.micro, b.micro):
+            assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)

@@ -1,0 +1,73 @@
+"""One optimiser step's input for one rank: its slice of the global batch, masked and padded into micro-batches.
+
+A step's batches are a pure function of (seed, step, rank, world size), so they can be built ahead of time
+in DataLoader worker processes (``data.num_workers``) while the accelerator runs the previous step.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from pretrain.collator import Collator, count_targets
+from pretrain.data import PretrainingData
+
+
+@dataclass
+class StepBatch:
+    step: int
+    micro: list[dict[str, torch.Tensor]]  # collated micro-batches, in order
+    first_index: list[int]  # global index of each micro-batch's first sample (seeds its dropout)
+    n_mlm: int  # masked words on this rank over the whole step
+    n_mep: int  # masked entities on this rank over the whole step
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """``dataset[step]`` -> this rank's ``StepBatch`` of that step."""
+
+    def __init__(self, data: PretrainingData, collate: Collator, global_batch_size: int, micro_batch_size: int,
+                 rank: int, world_size: int, max_steps: int):
+        self.data, self.collate = data, collate
+        self.global_batch_size, self.micro_batch_size = global_batch_size, micro_batch_size
+        self.rank, self.world_size, self.max_steps = rank, world_size, max_steps
+
+    def __len__(self) -> int:
+        return self.max_steps
+
+    def __getitem__(self, step: int) -> StepBatch:
+        samples = self.data.step_samples(step, self.global_batch_size, self.rank, self.world_size)
+        m = self.micro_batch_size
+        groups = [samples[i : i + m] for i in range(0, len(samples), m)]
+        micro = [self.collate(g) for g in groups]
+        counts = [count_targets(b) for b in micro]
+        return StepBatch(step, micro, [g[0].index for g in groups], sum(c[0] for c in counts), sum(c[1] for c in counts))
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    # The main process turns SIGTERM/SIGUSR1 into "checkpoint and exit"; a scheduler signals the whole
+    # process group, and a worker killed by it would turn that clean stop into a DataLoader error.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
+def _identity(item: StepBatch) -> StepBatch:
+    return item
+
+
+def iterate_steps(batches: StepBatches, start: int, stop: int, num_workers: int) -> Iterator[StepBatch]:
+    """Steps ``start..stop-1`` in order; with workers, up to 2 steps per worker are prepared ahead."""
+    if num_workers <= 0:
+        return (batches[s] for s in range(start, stop))
+    loader = torch.utils.data.DataLoader(
+        batches,
+        batch_size=None,  # each item is already a whole step
+        sampler=range(start, stop),
+        num_workers=num_workers,
+        prefetch_factor=2,
+        worker_init_fn=_ignore_stop_signals,
+        collate_fn=_identity,
+    )
+    return iter(loader)
