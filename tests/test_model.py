@@ -266,8 +266,18 @@ def test_masked_only_heads_equal_full_logits_cross_entropy():
     mep = F.cross_entropy(out.mep_logits.flatten(0, 1), batch["mep_labels"].flatten(), reduction="sum")
     torch.testing.assert_close(out.mlm_loss_sum, mlm, atol=1e-5, rtol=0)
     torch.testing.assert_close(out.mep_loss_sum, mep, atol=1e-5, rtol=0)
-    # No labels: zero sums and counts, and nothing computed by the heads.
+    # The heads see exactly the masked rows (5 words, 4 entities), never the whole sequence ...
+    seen: list[tuple[str, tuple[int, ...]]] = []
+    for name in ("lm_head", "entity_predictions"):
+        getattr(model, name).register_forward_hook(
+            lambda m, args, o, name=name: seen.append((name, args[0].shape))
+        )
+    model(**batch)
+    assert seen == [("lm_head", (5, 32)), ("entity_predictions", (4, 32))]
+    # ... and nothing without labels: zero sums and counts.
+    seen.clear()
     none = model(**make_batch(with_labels=False))
+    assert seen == []
     assert [
         none.mlm_loss_sum.item(),
         none.mlm_count.item(),
