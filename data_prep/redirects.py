@@ -31,37 +31,38 @@ class RedirectResolver:
     """
 
     def __init__(self, redirects: Mapping[str, str], max_hops: int = 16):
-        self.loops: set[str] = set()
-        self._final: dict[str, str | None] = {}
+        # A chain needing max_hops or more hops is treated like a loop (entity_vocab.resolve_titles
+        # applies the same bound), whatever order the titles are visited in.
+        self.max_hops = max_hops
+        self._target: dict[str, tuple[str | None, int]] = {}  # redirect -> (final title | None, hops)
         for start in redirects:
-            if start in self._final:
-                continue
-            path = [start]
-            seen = {start}
-            final: str | None = None
+            path: list[str] = []
+            on_path: set[str] = set()
             node = start
-            for _ in range(max_hops):
-                nxt = redirects.get(node)
-                if nxt is None:  # node is not a redirect: it is the final target
-                    final = node
+            while True:
+                if node in self._target:  # joins a chain resolved earlier
+                    final, hops = self._target[node]
                     break
-                if nxt in self._final:  # joins a chain resolved earlier
-                    final = self._final[nxt]
+                if node not in redirects:  # not a redirect: the final target
+                    final, hops = node, 0
                     break
-                if nxt in seen:  # loop
+                if node in on_path:  # a loop: nothing on this path reaches an article
+                    final, hops = None, 0
                     break
-                path.append(nxt)
-                seen.add(nxt)
-                node = nxt
-            for t in path:
-                if t in redirects:
-                    self._final[t] = final
-                    if final is None:
-                        self.loops.add(t)
+                path.append(node)
+                on_path.add(node)
+                node = redirects[node]
+            for title in reversed(path):
+                hops += 1
+                self._target[title] = (final, hops)
+        self.loops: set[str] = {t for t, (final, hops) in self._target.items() if final is None or hops >= max_hops}
 
     def resolve(self, title: str) -> str | None:
         """The final target of ``title`` (``title`` itself if it is not a redirect); None inside a loop."""
-        return self._final.get(title, title)
+        hit = self._target.get(title)
+        if hit is None:
+            return title
+        return None if title in self.loops else hit[0]
 
     def is_redirect(self, title: str) -> bool:
-        return title in self._final
+        return title in self._target

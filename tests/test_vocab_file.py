@@ -61,3 +61,12 @@ def test_duplicate_id_is_one_clear_error(tmp_path):
     p.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"bad.jsonl:6: duplicate entity id 4"):
         read_entity_vocab(p)
+
+
+def test_long_chains_resolve_the_same_whatever_the_visiting_order():
+    chain = {f"C{i}": f"C{i + 1}" for i in range(20)}  # C0 -> ... -> C20 (an article)
+    for order in (chain, dict(reversed(list(chain.items())))):
+        r = RedirectResolver(order, max_hops=16)
+        assert r.resolve("C5") == "C20"  # 15 hops: within the bound
+        assert r.resolve("C4") is None  # 16 hops: treated like a loop
+        assert r.resolve("C19") == "C20"
