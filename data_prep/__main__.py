@@ -1,17 +1,10 @@
-"""``python -m data_prep SUBCOMMAND ...``: the CLI only parses arguments and calls typed functions.
-
-Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
-``run_cli(args) -> int``; modules are imported lazily so ``--help`` is fast and one stage's
-dependencies are never needed by another.
-"""
+"""``python -m data_prep SUBCOMMAND ...``: the CLI only parses arguments and calls typed functions."""
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
 
-from data_prep.errors import InputError
+from data_prep.cli import dispatch
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -25,43 +18,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_module=module_name)
-        # Arguments are added lazily (below) only for the chosen subcommand.
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    # First pass: find the subcommand; second pass: parse its own arguments.
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
-        parser.parse_args(argv)  # prints help or the "invalid choice" error and exits
-        return 2
-    name = argv[0]
-    module_name, help_text = SUBCOMMANDS[name]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name == module_name:
-            print(f"error: subcommand {name!r} is not implemented yet", file=sys.stderr)
-            return 2
-        raise
-    sub_parser = argparse.ArgumentParser(prog=f"python -m data_prep {name}", description=help_text)
-    module.add_arguments(sub_parser)
-    args = sub_parser.parse_args(argv[1:])
-    try:
-        return int(module.run_cli(args) or 0)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return dispatch("python -m data_prep", SUBCOMMANDS, argv, "Wikipedia dumps -> mLUKE training shards")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,10 @@ the subcommand, so it is taken out here and exported as ``LOCAL_RANK`` (which th
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
 import sys
 
-from data_prep.errors import InputError
+from data_prep.cli import dispatch
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pretrain.train", "Train mLUKE with DeepSpeed (run under the deepspeed launcher or torchrun)"),
@@ -39,30 +37,7 @@ def pop_local_rank(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = pop_local_rank(list(sys.argv[1:] if argv is None else argv))
-    if not argv or argv[0] not in SUBCOMMANDS:
-        parser = argparse.ArgumentParser(prog="python -m pretrain")
-        sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
-        for name, (_, help_text) in SUBCOMMANDS.items():
-            sub.add_parser(name, help=help_text)
-        parser.parse_args(argv)
-        return 2
-    name = argv[0]
-    module_name, help_text = SUBCOMMANDS[name]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name == module_name:
-            print(f"error: subcommand {name!r} is not implemented yet", file=sys.stderr)
-            return 2
-        raise
-    sub_parser = argparse.ArgumentParser(prog=f"python -m pretrain {name}", description=help_text)
-    module.add_arguments(sub_parser)
-    args = sub_parser.parse_args(argv[1:])
-    try:
-        return int(module.run_cli(args) or 0)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return dispatch("python -m pretrain", SUBCOMMANDS, argv, "mLUKE pretraining, export and evaluation")
 
 
 if __name__ == "__main__":
