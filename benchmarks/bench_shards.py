@@ -1,7 +1,7 @@
 """Shard-building throughput, side by side with bare ``sentencepiece`` encoding of the same text.
 
     python benchmarks/bench_shards.py                      # sample x 300 copies, workers 1 and 2
-    python benchmarks/bench_shards.py --copies 100 --workers 1,2 --vocab-size 8000
+    python benchmarks/bench_shards.py --languages en --copies 3000   # one bigger language: worker scaling
 
 The bundled sample dumps (every language) are extracted, their pages replicated ``--copies`` times
 (new page ids, same text) into fresh corpora, an entity vocabulary is made of every linked title and a
@@ -9,28 +9,28 @@ unigram model is trained with ``train-spm``. Then, on the same machine and the s
 
 * bare: ``SentencePieceProcessor.encode(all paragraph texts, num_threads=1)`` and one ``encode(text)``
   call per paragraph, texts already in memory (nothing but the encoder); the faster is the reference;
-* stage: ``build_shards`` end to end (parquet read, redirects and vocabulary, sentence split, cut-aware
-  encoding, packing, Arrow/datasets writing, hashing), with N worker processes.
+* stage: ``python -m data_prep shards --workers N`` end to end in a fresh process (parquet read,
+  redirects and vocabulary, sentence split, cut-aware encoding, packing, Arrow/datasets writing,
+  hashing), minus the interpreter's start-up and imports (measured alone and shown).
 
 tokens/s/worker = tokens of the bare encoding / wall seconds / workers. "x bare (CPU)" = CPU seconds of
-the stage (main process and workers) / CPU seconds of the reference bare encoding: the cost per token relative to
-the encoder (target <= 2); CPU time, not wall time, because the 2-core CI machine is shared.
-"extra us/token" = (stage CPU - bare CPU) / tokens: the stage's own cost per token, which does not
-depend on the model. Scaling = 1-worker wall seconds / N-worker wall seconds. Peak RSS is the largest
-process (main or a worker), in MiB.
+the stage (main process and the workers it reaped) / CPU seconds of the reference bare encoding: the
+cost per token relative to the encoder (target <= 2); CPU time, because wall time on the shared 2-core
+CI machine depends on the other jobs. "extra us/token" = (stage CPU - bare CPU) / tokens: the stage's own
+cost per token. Scaling = 1-worker wall seconds / N-worker wall seconds. Peak RSS is what ``wait4``
+reports for the CLI process, in MiB. Each configuration runs ``--repeat`` times; the fastest is shown.
 
-Caveats: the replicated pages make the tokeniser's word cache hit far more often than on a real wiki
-(a small bias in the stage's favour), and per-language fixed costs (pool start, link map, writing)
-weigh more on these small corpora than on real ones. The model is trained on the tiny sample (a few thousand pieces), and a unigram model that small
-encodes several times faster per token than XLM-R's 250k-piece model, so "x bare" here is pessimistic;
-with XLM-R the ratio is 1 + extra/bare-per-token of that model.
+Caveats: the replicated pages make the tokeniser's word cache hit more often than on a real wiki (a
+small bias in the stage's favour), and per-language fixed costs (worker start, link map, writing)
+weigh more on these small corpora than on real ones. The model is trained on the tiny sample (a few
+thousand pieces); a unigram model that small encodes several times faster per token than XLM-R's
+250k-piece model, so "x bare" is pessimistic: with XLM-R it is 1 + extra / (bare us/token of XLM-R).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data_prep" / "sample" / "dumps"
 
 
-def build_inputs(work: Path, copies: int, vocab_size: int) -> tuple[list[Path], Path, Path]:
+def build_inputs(work: Path, copies: int, vocab_size: int, languages: set[str] | None = None) -> tuple[list[Path], Path, Path]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -56,6 +56,8 @@ def build_inputs(work: Path, copies: int, vocab_size: int) -> tuple[list[Path], 
     titles: set[tuple[str, str]] = set()
     for dump in sorted(SAMPLE.glob("*wiki-*-pages-articles.xml")):
         lang = dump.name.split("wiki-")[0]
+        if languages and lang not in languages:
+            continue
         src = work / "extracted" / lang
         extract(dump, src, progress=False)
         table = pq.read_table(open_corpus(src).page_files[0])
@@ -102,17 +104,19 @@ def bare_encode(dirs: list[Path], spm: Path) -> tuple[float, float, float, int, 
     return best, best_cpu, loop_cpu, sum(map(len, ids)), sum(map(len, texts))
 
 
-def peak_rss_mib() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, kids) / 1024
+def timed_subprocess(argv: list[str]) -> tuple[float, float, float, str]:
+    """(wall s, CPU s of the process and the workers it reaped, peak RSS MiB, stdout) of one command."""
+    import subprocess
 
-
-def cpu_seconds() -> float:
-    """CPU time of this process and its finished children (the worker pools)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(argv)}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out
 
 
 def main() -> None:
@@ -120,37 +124,45 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=300)
     ap.add_argument("--vocab-size", type=int, default=8000)
     ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per configuration; the fastest is shown")
+    ap.add_argument("--languages", default="", help="comma-separated subset of the sample's languages (default: all)")
     args = ap.parse_args()
-
-    import datasets  # noqa: F401  (imported up front: the bare run pays no import either)
-
-    from data_prep.shards import build_shards
 
     with tempfile.TemporaryDirectory(prefix="bench_shards.") as tmp:
         work = Path(tmp)
-        dirs, vocab, spm = build_inputs(work, args.copies, args.vocab_size)
+        dirs, vocab, spm = build_inputs(work, args.copies, args.vocab_size, set(filter(None, args.languages.split(","))))
         bare_s, batch_cpu, loop_cpu, tokens, chars = bare_encode(dirs, spm)
         bare_cpu = min(batch_cpu, loop_cpu)  # the reference: the faster way to call the encoder
+        # the CLI's fixed start-up (interpreter, pyarrow, datasets, sentencepiece imports), subtracted below
+        startup = [timed_subprocess([sys.executable, "-c", "import data_prep.shards, datasets, pyarrow.parquet, sentencepiece"])
+                   for _ in range(args.repeat)]
+        start_wall, start_cpu = min(x[0] for x in startup), min(x[1] for x in startup)
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other jobs make wall times noisy)")
         print(f"input: {len(dirs)} languages, {chars / 1e6:.1f} M characters of paragraph text, {tokens / 1e6:.2f} M tokens")
+        print(f"CLI start-up (imports), subtracted from the shards runs: {start_wall:.2f} s wall, {start_cpu:.2f} s CPU")
         print(
-            f"{'run':<28}{'wall s':>8}{'CPU s':>8}{'tokens/s/worker':>17}{'x bare (CPU)':>14}{'extra us/token':>16}"
+            f"{'run':<30}{'wall s':>8}{'CPU s':>8}{'tokens/s/worker':>17}{'x bare (CPU)':>14}{'extra us/token':>16}"
             f"{'scaling':>9}{'peak RSS MiB':>14}"
         )
-        print(f"{'bare spm, one batch call':<28}{bare_s:>8.2f}{batch_cpu:>8.2f}{tokens / batch_cpu:>17,.0f}{batch_cpu / bare_cpu:>14.2f}")
-        print(f"{'bare spm, call per paragraph':<28}{'':>8}{loop_cpu:>8.2f}{tokens / loop_cpu:>17,.0f}{loop_cpu / bare_cpu:>14.2f}")
+        print(f"{'bare spm, one batch call':<30}{bare_s:>8.2f}{batch_cpu:>8.2f}{tokens / batch_cpu:>17,.0f}{batch_cpu / bare_cpu:>14.2f}")
+        print(f"{'bare spm, call per paragraph':<30}{'':>8}{loop_cpu:>8.2f}{tokens / loop_cpu:>17,.0f}{loop_cpu / bare_cpu:>14.2f}")
         first = None
+        line = ""
         for w in (int(x) for x in args.workers.split(",")):
-            out = work / f"out{w}"
-            c0, t0 = cpu_seconds(), time.perf_counter()
-            summary = build_shards(dirs, vocab, spm, out, workers=w, progress=False)
-            secs, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+            runs = []
+            for r in range(args.repeat):
+                argv = [sys.executable, "-m", "data_prep", "shards", "--corpus", *map(str, dirs), "--entity-vocab", str(vocab),
+                        "--spm", str(spm), "--out", str(work / f"out{w}-{r}"), "--workers", str(w)]
+                runs.append(timed_subprocess(argv))
+            secs = min(x[0] for x in runs) - start_wall
+            cpu = min(x[1] for x in runs) - start_cpu
             first = first or secs
+            line = runs[-1][3].strip()
             print(
-                f"{f'shards, {w} worker(s)':<28}{secs:>8.2f}{cpu:>8.2f}{tokens / secs / w:>17,.0f}{cpu / bare_cpu:>14.2f}"
-                f"{(cpu - bare_cpu) / tokens * 1e6:>16.2f}{first / secs:>9.2f}{peak_rss_mib():>14.0f}"
+                f"{f'python -m data_prep shards -w {w}':<30}{secs:>8.2f}{cpu:>8.2f}{tokens / secs / w:>17,.0f}"
+                f"{cpu / bare_cpu:>14.2f}{(cpu - bare_cpu) / tokens * 1e6:>16.2f}{first / secs:>9.2f}{max(x[2] for x in runs):>14.0f}"
             )
-        print(summary.line())
+        print(line)
 
 
 if __name__ == "__main__":

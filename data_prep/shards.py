@@ -471,7 +471,13 @@ class _SplitWriter:
         return hashlib.sha256(joined.encode()).hexdigest()
 
 
-def _save_dataset(arrow_file: Path, dest: Path, fingerprint: str) -> None:
+SHARD_BYTES = 500 * 1000 * 1000  # data file size of a split on disk (datasets' own default)
+
+
+def _save_dataset(arrow_file: Path, dest: Path, fingerprint: str, workers: int = 1) -> None:
+    """Write a split with ``save_to_disk``: ``SHARD_BYTES`` data files, written by up to ``workers``
+    processes when there are several (the number of files depends on the size only, so the layout is
+    the same whatever the worker count)."""
     import datasets
     from datasets.table import MemoryMappedTable
 
@@ -490,8 +496,10 @@ def _save_dataset(arrow_file: Path, dest: Path, fingerprint: str) -> None:
     # An explicit fingerprint keeps state.json byte-stable (datasets would otherwise hash the temp path).
     ds = datasets.Dataset(table, info=datasets.DatasetInfo(features=features), fingerprint=fingerprint)
     try:
-        # an empty split still gets one (empty) data file: datasets cannot load a zero-shard directory
-        ds.save_to_disk(str(dest), num_shards=1 if len(ds) == 0 else None)
+        shards = max(1, min(len(ds), -(-table.nbytes // SHARD_BYTES)))
+        num_proc = min(workers, shards) if shards > 1 and workers > 1 else None
+        # (an empty split still gets one empty data file: datasets cannot load a zero-shard directory)
+        ds.save_to_disk(str(dest), num_shards=shards, num_proc=num_proc)
     finally:
         if was_enabled:
             datasets.enable_progress_bars()
@@ -555,7 +563,7 @@ def _build_language(
                 bar.update(n_pages)
         hashes = {name: w.close() for name, w in writers.items()}
         for name, w in writers.items():
-            _save_dataset(w.path, tmp / name, hashes[name])
+            _save_dataset(w.path, tmp / name, hashes[name], workers)
             w.path.unlink()
         fingerprint = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
         summary = LanguageSummary(

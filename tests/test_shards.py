@@ -401,3 +401,20 @@ def test_whole_bundled_sample_round_trip(tmp_path):
         assert not {"mentions_too_long", "mentions_cut", "entities_over_limit", "links_overlapping"} & set(dropped)
         assert dropped["links_not_in_vocab"] > 0
     assert checked == sum(s.entities for s in summary.languages.values()) > 300
+
+
+@pytest.mark.slow
+def test_big_splits_are_sharded_the_same_whatever_the_worker_count(fixture, tmp_path, monkeypatch):
+    """Splits over SHARD_BYTES are written as several files, in parallel with workers > 1."""
+    import data_prep.shards as shards_module
+
+    root, dirs, vocab, spm = fixture
+    ref = build_shards(dirs[:1], vocab, spm, tmp_path / "ref", valid_fraction=0.0, progress=False)
+    monkeypatch.setattr(shards_module, "SHARD_BYTES", 300)
+    a = build_shards(dirs[:1], vocab, spm, tmp_path / "a", valid_fraction=0.0, workers=1, progress=False)
+    b = build_shards(dirs[:1], vocab, spm, tmp_path / "b", valid_fraction=0.0, workers=2, progress=False)
+    assert ref.fingerprint == a.fingerprint == b.fingerprint
+    files = sorted(p.name for p in (tmp_path / "b" / "en" / "train").glob("data-*.arrow"))
+    assert len(files) > 1
+    assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
+    assert load(tmp_path / "b", "en").to_dict() == load(tmp_path / "ref", "en").to_dict()
