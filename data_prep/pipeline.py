@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_prep.errors import InputError
+from data_prep.shards import ShardConfig
 from data_prep.typed_yaml import load_dataclass
 
 STEPS = ("extract", "interwiki", "vocab", "spm", "shards")
@@ -51,15 +52,6 @@ class SpmConfig:
 
 
 @dataclass
-class ShardsConfig:
-    max_seq_length: int = 512
-    max_entity_length: int = 128
-    max_mention_length: int = 30
-    valid_fraction: float = 0.005
-    keep_no_entity: bool = False
-
-
-@dataclass
 class PipelineConfig:
     languages: list[str] = field(default_factory=list)
     dumps_dir: str = ""  # {lang}wiki-{dump_date}-pages-articles[-multistream].xml[.bz2] (+ -index.txt.bz2)
@@ -70,7 +62,7 @@ class PipelineConfig:
     interwiki: InterwikiConfig = field(default_factory=InterwikiConfig)
     entity_vocab: VocabConfig = field(default_factory=VocabConfig)
     spm: SpmConfig = field(default_factory=SpmConfig)
-    shards: ShardsConfig = field(default_factory=ShardsConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)  # the shards stage's own limits
 
 
 def resolve_path(text: str) -> Path:
@@ -90,6 +82,10 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
         raise InputError(f"{where}: interwiki.source must be page_props, wikidata or none")
     if cfg.workers < 1:
         raise InputError(f"{where}: workers must be >= 1")
+    try:
+        cfg.shards.check()
+    except InputError as e:
+        raise InputError(f"{where}: shards: {e}") from None
     return cfg
 
 
