@@ -141,6 +141,9 @@ def main() -> int:
     ap.add_argument("--lang", default="en", help="sample language to replicate (default en)")
     ap.add_argument("--mb", type=float, default=20.0, help="MB of article wikitext to synthesise (default 20)")
     ap.add_argument("--workers", type=int, default=2, help="N for the parallel runs (default 2)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run every configuration this many times (interleaved) and keep the fastest wall time; "
+                         "on a machine shared with other jobs this approaches the unloaded figure")
     ap.add_argument("--skip-wikipedia2vec", action="store_true")
     ap.add_argument("--keep", type=Path, help="keep the synthesised dump and outputs in this directory")
     args = ap.parse_args()
@@ -171,15 +174,18 @@ def main() -> int:
             if not args.skip_wikipedia2vec:
                 runs.append(("wikipedia2vec build-dump-db", w, [w2v, "build-dump-db", str(dump), str(work / f"w2v-{w}.db"),
                              "--pool-size", str(w)]))
-        results = []
-        for name, w, cmd in runs:
-            out_db = work / f"w2v-{w}.db"
-            if out_db.exists():
-                out_db.unlink()
-            sec, cpu, rss = timed(cmd)
-            results.append((name, w, sec, cpu, rss))
-            print(f"  {name:30s} workers={w}: {sec:7.1f} s wall, {cpu:7.1f} s CPU  (load {loadavg()})", flush=True)
-
+        best: dict[tuple[str, int], tuple[float, float, float]] = {}
+        for rep in range(args.repeat):
+            for name, w, cmd in runs:
+                out_db = work / f"w2v-{w}.db"
+                if out_db.exists():
+                    out_db.unlink()
+                sec, cpu, rss = timed(cmd)
+                if (name, w) not in best or sec < best[(name, w)][0]:
+                    best[(name, w)] = (sec, cpu, rss)
+                print(f"  [{rep + 1}/{args.repeat}] {name:30s} workers={w}: {sec:7.1f} s wall, {cpu:7.1f} s CPU  "
+                      f"(load {loadavg()})", flush=True)
+        results = [(name, w, *best[(name, w)]) for name, w, _ in runs]
         print()
         print(f"{'tool':30s} {'workers':>7s} {'wall s':>7s} {'CPU s':>7s} {'articles/s':>11s} {'MB/s/worker':>12s} "
               f"{'articles/CPU-s':>15s} {'peak RSS MiB':>13s}")
