@@ -111,13 +111,15 @@ def config(work) -> Path:
 def stage1(work, config) -> Path:
     """Stage 1 (entity side only) with ZeRO-3 in bf16, through the hostfile multi-node code path."""
     out = work / "stage1"
-    launch("hostfile", config, out, "train.stage=1", "train.max_steps=4", "deepspeed.zero_stage=3", "deepspeed.precision=bf16")
+    launch("hostfile", config, out, "train.stage=1", "train.max_steps=4", "deepspeed.zero_stage=3", "deepspeed.precision=bf16",
+           "data.num_workers=0")
     return out
 
 
 @pytest.fixture(scope="module")
 def run_a(work, config, stage1) -> Path:
-    """Stage 2 from the stage-1 weights, ZeRO-2, 2 ranks, the whole run in one go, W&B offline."""
+    """Stage 2 from the stage-1 weights, ZeRO-2, 2 ranks, the whole run in one go, W&B offline, batches
+    prepared by a DataLoader worker (the default data.num_workers=1)."""
     out = work / "a"
     launch("deepspeed", config, out, f"train.init_checkpoint={stage1}", wandb="offline")
     return out
@@ -126,12 +128,14 @@ def run_a(work, config, stage1) -> Path:
 @pytest.fixture(scope="module")
 def run_b(work, config, stage1) -> Path:
     """The same run stopped at step 4 (schedule unchanged) and resumed by re-running the same command.
-    A copy of the stopped run is kept in b4/ for the 1-rank resume."""
+    A copy of the stopped run is kept in b4/ for the 1-rank resume. Batches are built in the training
+    loop here (data.num_workers=0) and in a worker process in run A: the two must not differ."""
     out = work / "b"
-    launch("deepspeed", config, out, f"train.init_checkpoint={stage1}", "train.stop_at_step=4", wandb="offline")
+    launch("deepspeed", config, out, f"train.init_checkpoint={stage1}", "train.stop_at_step=4", "data.num_workers=0",
+           wandb="offline")
     assert [r["step"] for r in metrics(out)] == [1, 2, 3, 4]
     shutil.copytree(out, work / "b4", ignore=shutil.ignore_patterns("wandb"))
-    launch("deepspeed", config, out, f"train.init_checkpoint={stage1}", wandb="offline")
+    launch("deepspeed", config, out, f"train.init_checkpoint={stage1}", "data.num_workers=0", wandb="offline")
     return out
 
 
@@ -220,7 +224,7 @@ def test_resume_on_one_rank_from_universal_checkpoint(run_a, run_b, config, work
                     str(ck / "step000004"), "--output_folder", str(ck / "step000004_universal")],
                    check=True, capture_output=True, cwd=ROOT, timeout=300)
     (ck / "latest").write_text("step000004_universal")
-    launch("torchrun", config, out, "deepspeed.universal_checkpoint=true")
+    launch("torchrun", config, out, "deepspeed.universal_checkpoint=true", "data.num_workers=0")
     a, d = metrics(run_a), metrics(out)
     assert [r["step"] for r in d] == list(range(1, STEPS + 1))
     for ra, rd in zip(a[4:], d[4:]):
