@@ -418,3 +418,19 @@ def test_big_splits_are_sharded_the_same_whatever_the_worker_count(fixture, tmp_
     assert len(files) > 1
     assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
     assert load(tmp_path / "b", "en").to_dict() == load(tmp_path / "ref", "en").to_dict()
+
+
+def test_transformers_flat_entity_vocab_is_stored_as_jsonl(fixture, tmp_path):
+    from data_prep.vocab_file import read_entity_vocab, write_hf_entity_vocab
+
+    root, dirs, vocab, spm = fixture
+    flat = tmp_path / "entity_vocab.json"
+    write_hf_entity_vocab(flat, read_entity_vocab(vocab))
+    a = build_shards(dirs[:1], vocab, spm, tmp_path / "a", progress=False)
+    b = build_shards(dirs[:1], flat, spm, tmp_path / "b", progress=False)
+    assert a.fingerprint == b.fingerprint  # same ids either way
+    copy = read_entity_vocab(tmp_path / "b" / "entity_vocab.jsonl")
+    assert [(e.id, e.entities) for e in copy.entries] == [(e.id, e.entities) for e in read_entity_vocab(flat).entries]
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["entity_vocab"]["source_sha256"] == hashlib.sha256(flat.read_bytes()).hexdigest()
+    assert manifest["entity_vocab"]["sha256"] == hashlib.sha256((tmp_path / "b" / "entity_vocab.jsonl").read_bytes()).hexdigest()
