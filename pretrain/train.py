@@ -209,7 +209,7 @@ def dry_run(cfg: ExperimentConfig, world_size: int) -> dict[str, Any]:
     """Resolved config, DeepSpeed config and a memory estimate; works without shards or XLM-R files."""
     ds = deepspeed_config(cfg, world_size)
     notes: list[str] = []
-    n_entities, n_words = 1_200_000, 250_002  # mLUKE-24: ~1.2M entities; XLM-R: 250002 ids
+    n_entities, n_words = 500_000, 250_002  # without shards: an assumed vocab (mLUKE-24 has ~1.2M entities)
     try:
         m = check_shards(cfg.data.shards, cfg.data.languages, cfg.model.init_from, cfg.data.entity_vocab)
         n_entities, n_words = entity_vocab_size(m.entity_vocab_path), spm_size(m.spm_path) + 2
