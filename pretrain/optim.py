@@ -111,10 +111,9 @@ def build_optimizer(cfg: ExperimentConfig, model: nn.Module) -> tuple[torch.opti
     groups = param_groups(model, t.weight_decay)
     if cfg.deepspeed.offload_optimizer:
         return None, groups
-    kwargs: dict[str, Any] = {"lr": t.lr, "betas": (t.adam_beta1, t.adam_beta2), "eps": t.adam_eps}
-    if torch.cuda.is_available():
-        kwargs["fused"] = True
-    return torch.optim.AdamW(groups, **kwargs), groups
+    # torch's default (multi-tensor "foreach") AdamW: DeepSpeed's ZeRO partitions call its step() on flat fp32
+    # shards, which every implementation supports.
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps), groups
 
 
 def scheduler_factory(cfg: ExperimentConfig):
