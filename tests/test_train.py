@@ -333,3 +333,28 @@ def test_summary_normalises_each_objective_by_its_own_count():
     assert (s["mlm_loss"], s["mep_loss"], s["loss"]) == (3.0, 3.0, 6.0)  # not (30 + 6) / 12
     assert (s["mlm_acc"], s["mep_acc"]) == (0.4, 0.5)
     assert (s["tokens_per_s"], s["samples_per_s"], s["mfu"]) == (500.0, 4.0, 1.0)
+
+
+def test_prune_keeps_the_newest_tags(tmp_path):
+    from pretrain.checkpoint import prune
+
+    for s in (5, 10, 15, 20):
+        (tmp_path / f"step{s:06d}").mkdir()
+    (tmp_path / "step000010_universal").mkdir()
+    prune(tmp_path, keep_last=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step000010_universal", "step000015", "step000020"]
+
+
+def test_init_checkpoint_accepts_run_dir_checkpoints_dir_or_tag(tmp_path):
+    from pretrain.checkpoint import resolve_init_checkpoint
+
+    ck = tmp_path / "run" / "checkpoints"
+    (ck / "step000004").mkdir(parents=True)
+    (ck / "step000004" / "mp_rank_00_model_states.pt").write_bytes(b"")
+    (ck / "step000008").mkdir()
+    (ck / "latest").write_text("step000008")
+    assert resolve_init_checkpoint(tmp_path / "run") == (ck, "step000008")
+    assert resolve_init_checkpoint(ck) == (ck, "step000008")
+    assert resolve_init_checkpoint(ck / "step000004") == (ck, "step000004")
+    with pytest.raises(InputError, match="not a training output dir"):
+        resolve_init_checkpoint(tmp_path / "nothing")
