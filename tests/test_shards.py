@@ -406,11 +406,11 @@ def test_whole_bundled_sample_round_trip(tmp_path):
 @pytest.mark.slow
 def test_big_splits_are_sharded_the_same_whatever_the_worker_count(fixture, tmp_path, monkeypatch):
     """Splits over SHARD_BYTES are written as several files, in parallel with workers > 1."""
-    import data_prep.shards as shards_module
+    import data_prep.shard_writer as shard_writer
 
     root, dirs, vocab, spm = fixture
     ref = build_shards(dirs[:1], vocab, spm, tmp_path / "ref", valid_fraction=0.0, progress=False)
-    monkeypatch.setattr(shards_module, "SHARD_BYTES", 300)
+    monkeypatch.setattr(shard_writer, "SHARD_BYTES", 300)
     a = build_shards(dirs[:1], vocab, spm, tmp_path / "a", valid_fraction=0.0, workers=1, progress=False)
     b = build_shards(dirs[:1], vocab, spm, tmp_path / "b", valid_fraction=0.0, workers=2, progress=False)
     assert ref.fingerprint == a.fingerprint == b.fingerprint
