@@ -58,6 +58,9 @@ REDIRECTS_SCHEMA = pa.schema([("title", pa.string()), ("target", pa.string())])
 DEFAULT_ROWS_PER_FILE = 20_000
 DEFAULT_PAGE_TIMEOUT = 30.0
 DEFAULT_WORKER_MEMORY_GB = 8.0
+# Pages per work item (whole multistream streams are grouped up to this): large enough that the
+# per-task cost (futures, IPC) is negligible, small enough to balance the workers.
+TASK_PAGES = 500
 
 # Old or hand-made dumps may lack <redirect/>; the magic word (a few localised forms) still marks them.
 _REDIRECT_RE = re.compile(
@@ -119,7 +122,8 @@ class RangeTask:
 
 @dataclass
 class ChunkResult:
-    batch: pa.RecordBatch
+    batch: bytes  # the articles as one Arrow IPC stream: decoded in C++, unlike a pickled RecordBatch
+    rows: int
     redirects: list[tuple[str, str]]
     pages: int
     skipped: Counter
@@ -243,7 +247,11 @@ def process_pages(pages: list[RawPage]) -> ChunkResult:
         [pa.array(ids, pa.int64()), pa.array(titles, pa.string()), pa.array(paras_col, pa.list_(PARAGRAPH_TYPE))],
         schema=PAGES_SCHEMA,
     )
-    return ChunkResult(batch, redirects, len(pages), skipped, failed, n_links, n_paras, n_bytes)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, PAGES_SCHEMA) as w:
+        w.write_batch(batch)
+    return ChunkResult(sink.getvalue().to_pybytes(), batch.num_rows, redirects, len(pages), skipped, failed,
+                       n_links, n_paras, n_bytes)
 
 
 def _xml_error(where: str, e: PageXMLError, line_base: int | None) -> InputError:
@@ -310,7 +318,7 @@ def _ordered_results(tasks: Iterator, cfg: WorkerConfig, workers: int) -> Iterat
         for task in tasks:
             pending.append(executor.submit(run_task, task))
             # enough work in flight that workers never idle while this process writes a parquet file
-            if len(pending) >= max(16, 8 * workers):
+            if len(pending) >= max(8, 4 * workers):
                 yield _result(pending.popleft(), cfg)
         while pending:
             yield _result(pending.popleft(), cfg)
@@ -409,17 +417,26 @@ def extract(
         total_pages = n_entries if limit_pages is None else min(limit_pages, n_entries)
 
         def task_iter() -> Iterator:
+            # consecutive streams are one contiguous byte range: group them into tasks of ~TASK_PAGES
             left = limit_pages
-            for s in streams:
-                if left is not None and left <= 0:
-                    return
-                yield RangeTask(s.offset, s.end, list(s.page_ids), left if left is not None and left < len(s.page_ids) else None)
-                if left is not None:
-                    left -= len(s.page_ids)
+            group: list = []
+            n = 0
+            for k, s in enumerate(streams):
+                group.append(s)
+                n += len(s.page_ids)
+                last = k == len(streams) - 1 or (left is not None and n >= left)
+                if n >= TASK_PAGES or last:
+                    ids = [i for g in group for i in g.page_ids]
+                    yield RangeTask(group[0].offset, group[-1].end, ids, left if left is not None and left < n else None)
+                    if left is not None:
+                        left -= n
+                        if left <= 0:
+                            return
+                    group, n = [], 0
 
         tasks = task_iter()
     else:
-        info, chunks = read_header_and_chunks(dump, limit_pages)
+        info, chunks = read_header_and_chunks(dump, limit_pages, chunk_pages=TASK_PAGES)
         tasks = (BytesTask(c.data, c.first_line, c.n_pages) for c in chunks)
 
     cfg = WorkerConfig(str(dump), str(index or ""), info.lang, info.case, dict(info.namespaces), page_timeout,
@@ -435,11 +452,13 @@ def extract(
                    smoothing=0.1, mininterval=0.5)
         with bar:
             for res in _ordered_results(tasks, cfg, workers):
-                writer.add(res.batch)
+                if res.rows:
+                    for batch in pa.ipc.open_stream(res.batch).read_all().to_batches():
+                        writer.add(batch)
                 redirects.extend(res.redirects)
                 skipped.update(res.skipped)
                 stats.pages_total += res.pages
-                stats.articles += res.batch.num_rows
+                stats.articles += res.rows
                 stats.links += res.links
                 stats.paragraphs += res.paragraphs
                 stats.wikitext_bytes += res.wikitext_bytes

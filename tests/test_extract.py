@@ -182,7 +182,8 @@ def test_limit_pages(tmp_path):
 
 
 @pytest.mark.slow
-def test_one_and_two_workers_give_identical_bytes(tmp_path):
+def test_one_and_two_workers_give_identical_bytes(tmp_path, monkeypatch):
+    monkeypatch.setattr(extract_mod, "TASK_PAGES", 7)  # many small tasks (streams of 5 grouped in pairs)
     dump = write(tmp_path / "a.xml", dump_xml(en_pages(60)))
     ms = make_multistream(dump, tmp_path / "ms", pages_per_stream=5)
     for mode, kwargs in {"plain": {}, "multi": {"index": ms.index}}.items():
@@ -210,6 +211,7 @@ def test_killed_run_leaves_no_parquet(tmp_path, monkeypatch):
         return real(pages)
 
     monkeypatch.setattr(extract_mod, "process_pages", dying)
+    monkeypatch.setattr(extract_mod, "TASK_PAGES", 5)  # one task per 5-page stream
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         extract(ms.dump, out, index=ms.index, rows_per_file=8, progress=False)
