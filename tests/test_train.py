@@ -244,6 +244,46 @@ def test_resume_on_other_world_size_fails_clearly(run_a, config):
         prepare(load_config(config, [f"output_dir={run_a}", "data.seed=12"]), DistEnv(0, 0, 2))
 
 
+def test_sigterm_checkpoints_and_stops_every_rank(config, work):
+    """A scheduler's SIGTERM to one rank: that step finishes on both ranks, a checkpoint is written, exit 0."""
+    import signal
+    import time
+
+    out = work / "preempted"
+    port = str(_port())
+    cmd = [str(BIN / "deepspeed"), "--num_gpus", "2", "--master_port", port, "--module", "pretrain", "train",
+           "--config", str(config), f"output_dir={out}", "train.max_steps=100000", "train.save_every=100000",
+           "data.num_workers=0"]
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 240
+        while not ((out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 3):
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else "timeout"
+            time.sleep(0.5)
+        rank1 = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p).count(f"output_dir={out}")
+                 and "--local_rank=1" in _cmdline(p)]
+        assert len(rank1) == 1
+        os.kill(rank1[0], signal.SIGTERM)
+        log, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, log[-4000:]
+    step = len((out / "metrics.jsonl").read_text().splitlines())
+    assert (out / "checkpoints" / "latest").read_text() == f"step{step:06d}"
+    assert "stop requested by signal: checkpointed at step" in (out / "train.log").read_text()
+    tag, state = prepare(load_config(config, [f"output_dir={out}", "train.max_steps=100000"]), DistEnv(0, 0, 2)).resume
+    assert tag == f"step{step:06d}" and state.step == step and state.consumed_samples == 32 * step
+
+
+def _cmdline(p: Path) -> str:
+    try:
+        return (p / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 # ------------------------------------------------------------------------------------------- W&B
 
 
