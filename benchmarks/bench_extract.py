@@ -203,7 +203,9 @@ def main() -> int:
                           f"{by_cpu[('wikipedia2vec build-dump-db', w)] / by_cpu[(name, w)]:.2f}x CPU")
         for name in ("ours multistream+index", "ours one reader", "wikipedia2vec build-dump-db"):
             if (name, 1) in by and (name, args.workers) in by and args.workers > 1:
-                print(f"speed-up 1 -> {args.workers} workers, {name}: {by[(name, 1)] / by[(name, args.workers)]:.2f}x")
+                print(f"speed-up 1 -> {args.workers} workers, {name}: {by[(name, 1)] / by[(name, args.workers)]:.2f}x wall; "
+                      f"CPU of the {args.workers}-worker run / 1-worker run: "
+                      f"{by_cpu[(name, args.workers)] / by_cpu[(name, 1)]:.2f} (1.00 = no parallel overhead)")
         print(f"load average after: {loadavg()}")
     finally:
         if args.keep is None:
