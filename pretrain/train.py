@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from data_prep.atomic import atomic_path
+from data_prep.atomic import atomic_path, write_json
 from data_prep.errors import InputError
 from pretrain import checkpoint as ckpt
 from pretrain.batches import StepBatches, iterate_steps
@@ -332,6 +332,7 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / "config.yaml") as tmp:
             tmp.write_text(dump_yaml(cfg), encoding="utf-8")
+        write_json(out / "deepspeed_config.json", plan.ds_config)  # what DeepSpeed was given, for reference
 
     model = build_model(plan)
     optimizer, groups = build_optimizer(cfg, model)
@@ -357,7 +358,12 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
     stop = t.stop_at_step or t.max_steps
     B, W = t.global_batch_size, env.world_size
     collate = Collator(plan.masking, word_start_table(str(plan.manifest.spm_path)) if cfg.data.whole_word_masking else None)
-    log = MetricsLog(out / "metrics.jsonl", start_wandb(to_dict(cfg), cfg.wandb, out, run_id) if rank0 else None) if rank0 else None
+    log = None
+    if rank0:
+        wandb_config = {**to_dict(cfg), "deepspeed_config": plan.ds_config, "model_config": plan.model_config.to_dict(),
+                        "world_size": W, "gradient_accumulation_steps": plan.grad_accum,
+                        "language_probabilities": plan.data.probabilities}
+        log = MetricsLog(out / "metrics.jsonl", start_wandb(wandb_config, cfg.wandb, out, run_id))
     peak = peak_flops_per_device(None)
     window = Window()
     last: dict[str, Any] = {}
@@ -434,8 +440,8 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
         summary = (f"trained to step {step}/{t.max_steps} in {time.time() - start_time:.1f}s; "
                    f"loss {last.get('loss', float('nan')):.4f}; checkpoints in {ckpt_dir}")
         _log_line(out / "train.log", summary)
+        log.close()  # W&B prints its own lines when it finishes: the summary comes last
         print(summary, file=sys.stderr)
-        log.close()
     dist.barrier()
     return last
 

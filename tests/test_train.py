@@ -199,6 +199,8 @@ def test_checkpoints_and_client_state(run_a):
     assert client["step"] == STEPS and client["wandb_run_id"] == state["wandb_run_id"]
     assert client["data_fingerprint"] == state["data_fingerprint"]
     assert (run_a / "config.yaml").is_file() and "zero_stage: 2" in (run_a / "config.yaml").read_text()
+    ds = json.loads((run_a / "deepspeed_config.json").read_text())
+    assert ds["train_batch_size"] == 32 and ds["gradient_accumulation_steps"] == 2 and ds["gradient_clipping"] == 1.0
 
 
 def test_interrupted_and_resumed_run_gives_same_losses(run_a, run_b):
@@ -338,6 +340,8 @@ def test_wandb_offline_run_has_the_metrics(run_a):
     (run,) = wandb_runs(run_a)
     assert run["project"] == "mluke-test"
     assert run["config"]["train"]["max_steps"] == STEPS and run["config"]["deepspeed"]["zero_stage"] == 2
+    assert run["config"]["deepspeed_config"]["train_batch_size"] == 32 and run["config"]["world_size"] == 2
+    assert run["config"]["model_config"]["hidden_size"] == 32
     m = metrics(run_a)
     assert [h["_step"] for h in run["history"]] == [r["step"] for r in m]
     for h, r in zip(run["history"], m):
