@@ -119,7 +119,18 @@ def load_consolidated_weights(path: str | Path) -> dict[str, Any]:
     if any(tag_dir.glob("*optim_states.pt")):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        return get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=tag)
+        out = dict(get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=tag))
+        # zero_to_fp32 knows the parameters the optimiser holds, plus frozen ones DeepSpeed records only
+        # for ZeRO >= 2: a stage-1 run (word side frozen) under ZeRO-1 has none recorded. ZeRO-1/2 keep
+        # every parameter whole in the model-states file, so the frozen ones are taken from there
+        # (ZeRO-3 leaves empty placeholders there, which are skipped; it records its frozen ones).
+        files = sorted(tag_dir.glob("*model_states.pt"))
+        if files:
+            module = torch.load(files[0], map_location="cpu", weights_only=False).get("module") or {}
+            for name, t in module.items():
+                if name not in out and t.numel() > 0:
+                    out[name] = t.float()
+        return out
     files = sorted(tag_dir.glob("mp_rank_*_model_states.pt"))
     if not files:
         raise InputError(f"{tag_dir}: no DeepSpeed model states")

@@ -131,18 +131,6 @@ def load_weights(src: SourceCheckpoint) -> dict[str, torch.Tensor]:
     """Consolidated fp32 weights under this project's names, tied names filled in, shapes checked."""
     sd = {k: v.float() for k, v in ckpt.load_consolidated_weights(src.tag_dir).items()}
     expected = _expected_shapes(src.model_config)
-    if set(expected) - set(sd):
-        # zero_to_fp32 only knows the parameters the optimiser holds, plus frozen ones that DeepSpeed
-        # records for ZeRO >= 2. A stage-1 run (word side frozen) under ZeRO-1 records none, but ZeRO-1/2
-        # keep every parameter unpartitioned in the model-states file: take the frozen ones from there.
-        files = sorted(src.tag_dir.glob("*model_states.pt"))
-        module: dict[str, torch.Tensor] = {}
-        if files:
-            module = torch.load(files[0], map_location="cpu", weights_only=False).get("module") or {}
-        for k in set(expected) - set(sd):
-            t = module.get(k)
-            if t is not None and tuple(t.shape) == expected[k]:
-                sd[k] = t.float()
     # Tied tensors may be stored once; give every name its tensor.
     tied = {
         "lm_head.decoder.weight": "luke.embeddings.word_embeddings.weight",
