@@ -19,3 +19,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     2>/dev/null || { echo "setup: dependency install failed" >&2; exit 1; }
   touch "$stamp"
 fi
+# CPU ranks (no GPU here): DeepSpeed compiles its shared-memory communication op with g++ on first use
+# (about a minute, cached in ~/.cache/torch_extensions). Build it now, once, rather than inside the first
+# training run or test, where it would eat into the process-group timeout.
+if ! command -v nvidia-smi >/dev/null 2>&1 || [ "${DS_ACCELERATOR:-}" = cpu ]; then
+  DS_ACCELERATOR=cpu .venv/bin/python -c "
+from deepspeed.accelerator import get_accelerator
+get_accelerator().create_op_builder('ShareMemCommBuilder').load(verbose=False)" >/dev/null 2>&1 \
+    || echo "setup: note: DeepSpeed's CPU communication op did not build; CPU runs will build it themselves" >&2
+fi
