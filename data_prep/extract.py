@@ -39,6 +39,7 @@ from data_prep.atomic import write_json, write_parquet
 from data_prep.dump import (
     PageXMLError,
     RawPage,
+    check_stream_start,
     decompress_range,
     parse_pages,
     read_header_and_chunks,
@@ -116,6 +117,7 @@ class BytesTask:
 class RangeTask:
     start: int
     end: int
+    offsets: list[int]  # every stream start in [start, end): each is checked against the file
     page_ids: list[int]
     max_pages: int | None
 
@@ -255,7 +257,7 @@ def process_pages(pages: list[RawPage]) -> ChunkResult:
 
 
 def _xml_error(where: str, e: PageXMLError, line_base: int | None) -> InputError:
-    line = f"line {line_base + e.line - 1}" if line_base is not None else f"line {e.line} of that stream"
+    line = f"line {line_base + e.line - 1}" if line_base is not None else f"line {e.line} of their content"
     after = f" (in or after page {e.title!r})" if e.title else ""
     return InputError(f"{where}: malformed XML at {line}, column {e.column}{after}: {e.message}")
 
@@ -275,17 +277,19 @@ def run_range_task(task: RangeTask) -> ChunkResult:
     f = _W.get("file")
     if f is None:
         f = _W["file"] = open(dump, "rb")
+    for offset in task.offsets[1:]:
+        check_stream_start(f, offset, dump, index)
     data = strip_closing(decompress_range(f, task.start, task.end, dump, index))
     try:
         pages = parse_pages(data)
     except PageXMLError as e:
-        raise _xml_error(f"{dump} (bz2 stream at byte offset {task.start})", e, None) from None
+        raise _xml_error(f"{dump} (bz2 streams from byte offset {task.start})", e, None) from None
     found = {p.page_id for p in pages}
     for page_id in task.page_ids:
         if page_id not in found:
             raise InputError(
-                f"{index}: page id {page_id} is listed at offset {task.start} but is not in that "
-                f"stream of {dump}; index does not match the dump"
+                f"{index}: page id {page_id} is listed in the index but is not in the bz2 streams at byte "
+                f"offsets {task.start}..{task.end} of {dump}; index does not match the dump"
             )
     if task.max_pages is not None:
         pages = pages[: task.max_pages]
@@ -427,7 +431,8 @@ def extract(
                 last = k == len(streams) - 1 or (left is not None and n >= left)
                 if n >= TASK_PAGES or last:
                     ids = [i for g in group for i in g.page_ids]
-                    yield RangeTask(group[0].offset, group[-1].end, ids, left if left is not None and left < n else None)
+                    yield RangeTask(group[0].offset, group[-1].end, [g.offset for g in group], ids,
+                                    left if left is not None and left < n else None)
                     if left is not None:
                         left -= n
                         if left <= 0:

@@ -266,14 +266,22 @@ def test_index_that_does_not_match(tmp_path):
     dump = write(tmp_path / "a.xml", dump_xml(en_pages(12)))
     ms = make_multistream(dump, tmp_path / "ms", pages_per_stream=4)
     lines = bz2.decompress(ms.index.read_bytes()).decode().splitlines()
+    offs = sorted({int(ln.split(":", 1)[0]) for ln in lines})
+    assert len(offs) == 5  # 19 pages in streams of 4 pages
     shifted = "".join(f"{int(o) + 1}:{i}:{t}\n" for o, i, t in (ln.split(":", 2) for ln in lines))
     (tmp_path / "shifted.txt").write_text(shifted)
     with pytest.raises(InputError, match="is not the start of a bz2 stream"):
         extract(ms.dump, tmp_path / "o1", index=tmp_path / "shifted.txt", progress=False)
     wrong_id = "".join(ln.replace(":7:", ":777:") + "\n" for ln in lines)
     (tmp_path / "wrong_id.txt").write_text(wrong_id)
-    with pytest.raises(InputError, match="page id 777 .* not in that stream"):
+    with pytest.raises(InputError, match="page id 777 is listed in the index but is not in the bz2 streams"):
         extract(ms.dump, tmp_path / "o2", index=tmp_path / "wrong_id.txt", progress=False)
+    # only an interior offset of a task's group of streams is wrong
+    interior = "".join(ln.replace(f"{offs[1]}:", f"{offs[1] + 3}:", 1) + "\n" if ln.startswith(f"{offs[1]}:") else ln + "\n"
+                       for ln in lines)
+    (tmp_path / "interior.txt").write_text(interior)
+    with pytest.raises(InputError, match=f"offset {offs[1] + 3} is not the start of a bz2 stream"):
+        extract(ms.dump, tmp_path / "o5", index=tmp_path / "interior.txt", progress=False)
     (tmp_path / "garbage.txt").write_text("hello world\n")
     r = run_cli("--dump", str(ms.dump), "--index", str(tmp_path / "garbage.txt"), "--out", str(tmp_path / "o3"))
     assert r.returncode == 2 and "garbage.txt" in r.stderr and "offset:page_id:title" in r.stderr
