@@ -210,3 +210,25 @@ def test_disambiguation_recognised(wikitext, lang):
 
 def test_ordinary_article_is_not_disambiguation():
     assert not parse_wikitext("'''Mercury''' is a planet. {{Infobox planet}}", TitleParser("en")).disambiguation
+
+
+def test_span_invariants_on_random_wikitext():
+    """Seeded random mixes of every construct: spans stay inside the text, ordered, non-empty and trimmed."""
+    import random
+
+    pieces = ["word ", "[[Link]]", "[[Target|shown text]]", "[[dog]]s ", "'''", "''", "{{nowrap|[[N]] x}}", "{{cite|a=b}}",
+              "<ref>r [[R]]</ref>", "\n", "\n\n", "\n== H ==\n", "\n* ", "&nbsp;", "&amp;", "  ", "<span>", "</span>",
+              "[[File:F.jpg|thumb|[[C]]]]", "[[Category:K]]", "{{lang|fr|[[L]]}}", "<!-- c -->", "[[", "]]", "{{", "}}",
+              "[http://x.org label]", "{|\n| t\n|}\n", "<br/>", "é", "東京", "[[:Category:K|k]]", "[[#S|s]]", "\t"]
+    rng = random.Random(1234)
+    parser = TitleParser("en")
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 40)))
+        for p in parse_wikitext(text, parser).paragraphs:
+            assert p.text == p.text.strip() and p.text
+            prev = 0
+            for s, e, title in p.links:
+                assert prev <= s < e <= len(p.text), (text, p)
+                assert not p.text[s].isspace() and not p.text[e - 1].isspace()
+                assert title and "[" not in title and "|" not in title
+                prev = e
