@@ -15,7 +15,6 @@ from __future__ import annotations
 import bz2
 import codecs
 import gzip
-import os
 import re
 import zlib
 from array import array
@@ -497,6 +496,3 @@ def strip_closing(data: bytes) -> bytes:
         return s[: -len(b"</mediawiki>")]
     return data
 
-
-def file_size_mb(path: Path) -> float:
-    return os.path.getsize(path) / 1e6
