@@ -55,7 +55,8 @@ from data_prep.wikitext import parse_wikitext
 LINK_TYPE = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("title", pa.string())])
 PARAGRAPH_TYPE = pa.struct([("text", pa.string()), ("links", pa.list_(LINK_TYPE))])
 PAGES_SCHEMA = pa.schema([("page_id", pa.int64()), ("title", pa.string()), ("paragraphs", pa.list_(PARAGRAPH_TYPE))])
-REDIRECTS_SCHEMA = pa.schema([("title", pa.string()), ("target", pa.string())])
+# page_id goes beyond DESIGN.md (title, target): page_props rows of redirect pages are keyed by page id.
+REDIRECTS_SCHEMA = pa.schema([("page_id", pa.int64()), ("title", pa.string()), ("target", pa.string())])
 
 DEFAULT_ROWS_PER_FILE = 20_000
 DEFAULT_PAGE_TIMEOUT = 30.0
@@ -127,7 +128,7 @@ class RangeTask:
 class ChunkResult:
     batch: bytes  # the articles as one Arrow IPC stream: decoded in C++, unlike a pickled RecordBatch
     rows: int
-    redirects: list[tuple[str, str]]
+    redirects: list[tuple[int, str, str]]  # (page_id, title, target)
     pages: int
     skipped: Counter
     failed_pages: list[dict[str, str]]
@@ -203,7 +204,7 @@ def process_pages(pages: list[RawPage]) -> ChunkResult:
     ids: list[int] = []
     titles: list[str] = []
     paras_col: list[list] = []
-    redirects: list[tuple[str, str]] = []
+    redirects: list[tuple[int, str, str]] = []
     skipped: Counter = Counter()
     failed: list[dict[str, str]] = []
     n_links = n_paras = n_bytes = 0
@@ -219,7 +220,7 @@ def process_pages(pages: list[RawPage]) -> ChunkResult:
         if redirect is not None:
             target = parser.normalize_any(redirect)
             if target:
-                redirects.append((page.title, target))
+                redirects.append((page.page_id, page.title, target))
             else:
                 skipped["redirect_bad_target"] += 1
             continue
@@ -454,7 +455,7 @@ def extract(
                        worker_memory_gb)
     stats = ExtractStats(lang=info.lang)
     skipped: Counter = Counter()
-    redirects: list[tuple[str, str]] = []
+    redirects: list[tuple[int, str, str]] = []
     out.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=".extract-", dir=out))
     try:
@@ -483,7 +484,7 @@ def extract(
         stats.files = writer.files
         write_parquet(
             tmp_dir / "redirects.parquet",
-            pa.table([pa.array([r[0] for r in redirects], pa.string()), pa.array([r[1] for r in redirects], pa.string())],
+            pa.table([pa.array([r[i] for r in redirects], t) for i, t in enumerate(REDIRECTS_SCHEMA.types)],
                      schema=REDIRECTS_SCHEMA),
         )
         # Publish: drop a previous run's files first, so no stale pages-*.parquet is mixed in.

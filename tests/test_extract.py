@@ -114,7 +114,9 @@ def test_outputs_and_stats(tmp_path):
         "text": "France has Paris and its second city.",
         "links": [{"start": 11, "end": 16, "title": "Paris"}, {"start": 21, "end": 36, "title": "Lyon"}],
     }
-    assert pq.read_table(out / "redirects.parquet").to_pylist() == [{"title": "Capital of France", "target": "Paris"}]
+    assert pq.read_table(out / "redirects.parquet").to_pylist() == [
+        {"page_id": 2, "title": "Capital of France", "target": "Paris"}
+    ]
     site = json.loads((out / "siteinfo.json").read_text())
     assert (site["lang"], site["dbname"], site["case"]) == ("en", "enwiki", "first-letter")
     assert site["namespaces"]["14"] == "Category"
