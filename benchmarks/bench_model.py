@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pretrain.model import MLukeConfig, MLukeForMaskedLM, model_flops_per_token  # noqa: E402
+from pretrain.model import MLukeConfig, MLukeForMaskedLM, luke_inputs, model_flops_per_token  # noqa: E402
 
 # Dense bf16 tensor-core peak of the GPUs we are lent (no sparsity), for --peak-tflops auto.
 GPU_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -139,15 +139,7 @@ def loss_of(model: torch.nn.Module, which: str, batch: dict[str, torch.Tensor]) 
     if which == "mluke":
         out = model(**batch)
         return out.mlm_loss_sum / out.mlm_count.clamp(min=1) + out.mep_loss_sum / out.mep_count.clamp(min=1)
-    out = model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        entity_ids=batch["entity_ids"],
-        entity_attention_mask=batch["entity_attention_mask"],
-        entity_position_ids=batch["entity_position_ids"],
-        labels=batch["mlm_labels"],
-        entity_labels=batch["mep_labels"],
-    )
+    out = model(**luke_inputs(batch))
     return out.loss  # mean MLM + mean MEP: the same objective
 
 

@@ -657,6 +657,12 @@ def init_from_xlmr(
     return sorted(loaded)
 
 
+def luke_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
+    """This model's batch as keyword arguments of ``transformers.LukeForMaskedLM`` (parity tests, benchmarks)."""
+    names = ("input_ids", "attention_mask", "entity_ids", "entity_attention_mask", "entity_position_ids")
+    return {**{k: batch[k] for k in names}, "labels": batch["mlm_labels"], "entity_labels": batch["mep_labels"]}
+
+
 def model_flops_per_token(cfg: MLukeConfig, seq_len: int, n_entities: int, mask_prob: float = 0.15) -> float:
     """Training FLOPs (forward + backward) per WORD token of a full sequence: the MFU numerator.
 
@@ -675,6 +681,7 @@ def model_flops_per_token(cfg: MLukeConfig, seq_len: int, n_entities: int, mask_
 
 
 __all__ = [
+    "luke_inputs",
     "IGNORE_INDEX",
     "MLukeConfig",
     "MLukeForMaskedLM",

@@ -23,6 +23,7 @@ from pretrain.model import (
     MLukeForMaskedLM,
     entity_parameter_names,
     init_from_xlmr,
+    luke_inputs,
     model_flops_per_token,
 )
 
@@ -93,15 +94,7 @@ def test_same_weights_give_luke_for_masked_lm_logits_and_losses():
     batch = make_batch()
     with torch.no_grad():
         out = mine(**batch, return_logits=True)
-        ref = hf(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            entity_ids=batch["entity_ids"],
-            entity_attention_mask=batch["entity_attention_mask"],
-            entity_position_ids=batch["entity_position_ids"],
-            labels=batch["mlm_labels"],
-            entity_labels=batch["mep_labels"],
-        )
+        ref = hf(**luke_inputs(batch))
     assert out.mlm_logits.shape == ref.logits.shape == (3, 12, 100)
     assert out.mep_logits.shape == ref.entity_logits.shape == (3, 4, TINY_ENTITY_VOCAB)
     real = batch["attention_mask"].bool()  # logits at pads are meaningless in both
@@ -135,15 +128,7 @@ def test_same_weights_give_luke_for_masked_lm_gradients(objectives):
     if batch["mlm_labels"] is not None:
         loss = loss + out.mlm_loss_sum / out.mlm_count
     loss.backward()
-    ref = hf(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        entity_ids=batch["entity_ids"],
-        entity_attention_mask=batch["entity_attention_mask"],
-        entity_position_ids=batch["entity_position_ids"],
-        labels=batch["mlm_labels"],
-        entity_labels=batch["mep_labels"],
-    )
+    ref = hf(**luke_inputs(batch))
     torch.testing.assert_close(loss, ref.loss, atol=ATOL, rtol=0)
     ref.loss.backward()
     hf_grads = {n: p.grad for n, p in hf.named_parameters()}
