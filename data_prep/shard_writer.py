@@ -106,6 +106,16 @@ class SplitWriter:
 SHARD_BYTES = 500 * 1000 * 1000  # data file size of a split on disk (datasets' own default)
 
 
+def shard_features():
+    """The columns of a shard split (DESIGN.md, step 4) as ``datasets.Features``: the on-disk contract."""
+    import datasets
+
+    ids = datasets.List(datasets.Value("int32"))
+    return datasets.Features(
+        {"word_ids": ids, "entity_ids": ids, "entity_starts": ids, "entity_ends": ids, "page_id": datasets.Value("int64")}
+    )
+
+
 def save_dataset(arrow_file: Path, dest: Path, fingerprint: str, workers: int = 1) -> None:
     """Write a split with ``save_to_disk``: ``SHARD_BYTES`` data files, written by up to ``workers``
     processes when there are several (the number of files depends on the size only, so the layout is
@@ -113,15 +123,7 @@ def save_dataset(arrow_file: Path, dest: Path, fingerprint: str, workers: int = 
     import datasets
     from datasets.table import MemoryMappedTable
 
-    features = datasets.Features(
-        {
-            "word_ids": datasets.List(datasets.Value("int32")),
-            "entity_ids": datasets.List(datasets.Value("int32")),
-            "entity_starts": datasets.List(datasets.Value("int32")),
-            "entity_ends": datasets.List(datasets.Value("int32")),
-            "page_id": datasets.Value("int64"),
-        }
-    )
+    features = shard_features()
     was_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # one bar per language is ours; theirs would print per split
     table = MemoryMappedTable.from_file(str(arrow_file))

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.shard_writer import shard_features
+
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "zu", "be", "do", "fa", "gi", "ho", "ju", "pe"]
 SPM_FILE = "sentencepiece.bpe.model"
 VOCAB_FILE = "entity_vocab.jsonl"
@@ -114,15 +116,7 @@ def write_shards(
     vocab_path = write_entity_vocab(out / VOCAB_FILE, n_entities)
     sp = spm.SentencePieceProcessor(model_file=str(spm_path))
     lim = {"max_seq_length": max_seq_length, "max_entity_length": max_entity_length, "max_mention_length": max_mention_length}
-    features = datasets.Features(
-        {
-            "word_ids": datasets.Sequence(datasets.Value("int32")),
-            "entity_ids": datasets.Sequence(datasets.Value("int32")),
-            "entity_starts": datasets.Sequence(datasets.Value("int32")),
-            "entity_ends": datasets.Sequence(datasets.Value("int32")),
-            "page_id": datasets.Value("int64"),
-        }
-    )
+    features = shard_features()
     languages = {}
     for li, (lang, n) in enumerate(sorted(sizes.items())):
         rng = np.random.default_rng([seed, li])
