@@ -6,6 +6,7 @@ exactly the rows written here.
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,4 +68,29 @@ def write_interwiki(path: Path, rows: Sequence[tuple[str, str, str]]) -> Path:
         schema=pa.schema([("lang", pa.string()), ("title", pa.string()), ("qid", pa.string())]),
     )
     pq.write_table(table, path)
+    return path
+
+
+# A page_props SQL dump as mysqldump writes it, up to the first INSERT (data_prep.sqldump, interwiki).
+PAGE_PROPS_HEADER = b"""-- MySQL dump 10.19  Distrib 10.3.39-MariaDB, for debian-linux-gnu (x86_64)
+--
+-- Host: db1234    Database: enwiki
+/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;
+DROP TABLE IF EXISTS `page_props`;
+CREATE TABLE `page_props` (
+  `pp_page` int(10) unsigned NOT NULL,
+  `pp_propname` varbinary(60) NOT NULL,
+  `pp_value` blob NOT NULL,
+  `pp_sortkey` float DEFAULT NULL,
+  PRIMARY KEY (`pp_page`,`pp_propname`),
+  UNIQUE KEY `pp_propname_page` (`pp_propname`,`pp_page`)
+) ENGINE=InnoDB DEFAULT CHARSET=binary;
+LOCK TABLES `page_props` WRITE;
+"""
+
+
+def write_gz(path: Path, data: bytes) -> Path:
+    """gzip ``data`` to ``path`` with a fixed mtime (byte-stable fixtures)."""
+    with open(path, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
+        gz.write(data)
     return path

@@ -15,26 +15,12 @@ import pytest
 from data_prep.errors import InputError
 from data_prep.interwiki import interwiki_from_page_props, interwiki_from_wikidata, read_interwiki
 from data_prep.wikidata import WikidataStats, iter_sitelinks
-from tests.corpus_fixtures import page, write_corpus
-
-SQL_HEADER = """-- MySQL dump 10.19  Distrib 10.3.39-MariaDB, for debian-linux-gnu (x86_64)
-DROP TABLE IF EXISTS `page_props`;
-CREATE TABLE `page_props` (
-  `pp_page` int(10) unsigned NOT NULL,
-  `pp_propname` varbinary(60) NOT NULL,
-  `pp_value` blob NOT NULL,
-  `pp_sortkey` float DEFAULT NULL,
-  PRIMARY KEY (`pp_page`,`pp_propname`)
-) ENGINE=InnoDB DEFAULT CHARSET=binary;
-LOCK TABLES `page_props` WRITE;
-"""
+from tests.corpus_fixtures import PAGE_PROPS_HEADER, page, write_corpus, write_gz
 
 
 def write_sql_gz(path: Path, inserts: list[str]) -> Path:
-    data = (SQL_HEADER + "".join(f"INSERT INTO `page_props` VALUES {x};\n" for x in inserts) + "UNLOCK TABLES;\n").encode()
-    with open(path, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
-        gz.write(data)
-    return path
+    body = "".join(f"INSERT INTO `page_props` VALUES {x};\n" for x in inserts) + "UNLOCK TABLES;\n"
+    return write_gz(path, PAGE_PROPS_HEADER + body.encode())
 
 
 def entity_line(qid: str, sitelinks: dict[str, str], kind: str = "item") -> str:

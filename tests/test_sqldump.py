@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
-
 import pytest
 
 from data_prep.errors import InputError
 from data_prep.sqldump import DumpStats, SQLSyntaxError, iter_table_rows, parse_rows, parse_values
-
-HEADER = b"""-- MySQL dump 10.19  Distrib 10.3.39-MariaDB, for debian-linux-gnu (x86_64)
---
--- Host: db1234    Database: enwiki
-/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;
-DROP TABLE IF EXISTS `page_props`;
-CREATE TABLE `page_props` (
-  `pp_page` int(10) unsigned NOT NULL,
-  `pp_propname` varbinary(60) NOT NULL,
-  `pp_value` blob NOT NULL,
-  `pp_sortkey` float DEFAULT NULL,
-  PRIMARY KEY (`pp_page`,`pp_propname`),
-  UNIQUE KEY `pp_propname_page` (`pp_propname`,`pp_page`)
-) ENGINE=InnoDB DEFAULT CHARSET=binary;
-LOCK TABLES `page_props` WRITE;
-"""
+from tests.corpus_fixtures import PAGE_PROPS_HEADER as HEADER
+from tests.corpus_fixtures import write_gz
 
 
 def test_values_with_every_escape():
@@ -74,12 +58,6 @@ def test_unterminated_string_fails_fast():
     # The string pattern cannot backtrack exponentially on a long, broken value.
     with pytest.raises(SQLSyntaxError):
         parse_values(b"(1,'" + b"a\\'" * 200_000 + b")")
-
-
-def write_gz(path, data: bytes):
-    with open(path, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
-        gz.write(data)
-    return path
 
 
 def test_stream_rows_by_column_name_counts_bad_lines(tmp_path):
