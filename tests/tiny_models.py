@@ -38,6 +38,13 @@ def perturb_(model: torch.nn.Module, seed: int, scale: float = 0.1) -> torch.nn.
     return model
 
 
+
+def _save(model_cls, config, out_dir: str | Path, seed: int) -> Path:
+    """Build ``model_cls(config)`` from ``seed``, perturb its weights, ``save_pretrained`` it to ``out_dir``."""
+    torch.manual_seed(seed)
+    perturb_(model_cls(config), seed).save_pretrained(out_dir)
+    return Path(out_dir)
+
 def tiny_xlmr_config(**overrides):
     from transformers import XLMRobertaConfig
 
@@ -48,20 +55,14 @@ def save_tiny_xlmr(out_dir: str | Path, seed: int = 0, **overrides) -> Path:
     """A tiny ``XLMRobertaForMaskedLM`` (post-LN) saved with save_pretrained."""
     from transformers import XLMRobertaForMaskedLM
 
-    torch.manual_seed(seed)
-    model = perturb_(XLMRobertaForMaskedLM(tiny_xlmr_config(**overrides)), seed)
-    model.save_pretrained(out_dir)
-    return Path(out_dir)
+    return _save(XLMRobertaForMaskedLM, tiny_xlmr_config(**overrides), out_dir, seed)
 
 
 def save_tiny_xlmr_xl(out_dir: str | Path, seed: int = 0, **overrides) -> Path:
     """A tiny ``XLMRobertaXLForMaskedLM`` (pre-LN, the XLM-R XL layout) saved with save_pretrained."""
     from transformers import XLMRobertaXLConfig, XLMRobertaXLForMaskedLM
 
-    torch.manual_seed(seed)
-    model = perturb_(XLMRobertaXLForMaskedLM(XLMRobertaXLConfig(**{**TINY, **overrides})), seed)
-    model.save_pretrained(out_dir)
-    return Path(out_dir)
+    return _save(XLMRobertaXLForMaskedLM, XLMRobertaXLConfig(**{**TINY, **overrides}), out_dir, seed)
 
 
 def tiny_luke_config(**overrides):
@@ -81,10 +82,7 @@ def save_tiny_luke(out_dir: str | Path, seed: int = 0, **overrides) -> Path:
     """A tiny ``LukeForMaskedLM`` saved with save_pretrained."""
     from transformers import LukeForMaskedLM
 
-    torch.manual_seed(seed)
-    model = perturb_(LukeForMaskedLM(tiny_luke_config(**overrides)), seed)
-    model.save_pretrained(out_dir)
-    return Path(out_dir)
+    return _save(LukeForMaskedLM, tiny_luke_config(**overrides), out_dir, seed)
 
 
 def tiny_mluke_config(**overrides):
@@ -92,7 +90,7 @@ def tiny_mluke_config(**overrides):
     from pretrain.model import MLukeConfig
 
     kwargs = {
-        **{k: v for k, v in TINY.items()},
+        **TINY,
         "entity_vocab_size": TINY_ENTITY_VOCAB,
         "entity_emb_size": TINY_ENTITY_EMB,
     }
