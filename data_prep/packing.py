@@ -1,4 +1,4 @@
-"""One page -> packed training sequences with exact entity spans (the per-page work of ``data_prep shards``).
+"""A batch of pages -> packed training sequences with exact entity spans (the per-page work of ``data_prep shards``).
 
 Links are looked up (redirects already folded into the link map), paragraphs split into sentences
 (never inside a link), the text cut at sentence and link boundaries and every piece encoded on its
@@ -7,21 +7,31 @@ a word is encoded without sentencepiece's dummy "▁" prefix, so the cuts add no
 a word starts at the text start or after a character the model's normaliser reads as whitespace
 (spaces, but also LRM/RLM, ZWSP, ZWNJ), so the tokens decode exactly like the paragraph encoded whole.
 Sentences of one page are packed greedily into sequences of at most ``max_seq_length - 2`` tokens.
+
+Speed: the stage should cost little more than encoding the text, so the batch is handled as columns.
+Pages come in as an Arrow table (no per-page dicts), the pieces of the whole batch are encoded in one
+call (``XlmrSentencePiece.encode_pieces``) into one flat id array, and sentences, mentions and
+sequences are then index ranges into that array, computed with numpy. Python loops remain per
+paragraph (sentence splitting, cutting) and per sentence (greedy packing), never per token.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
+import itertools
 from dataclasses import dataclass
+
+import numpy as np
 
 from data_prep.errors import InputError
 from data_prep.sentences import split_sentences
+from data_prep.shard_writer import Chunk
 from data_prep.spm import XlmrSentencePiece
 
 LOOP = -1  # link_map value for a title whose redirect chain loops
 SEEN = ("links", "sentences", "sentences_split")  # counters that are not drops
-_NEW, _CONT = -2, -3  # piece codes in a page plan (entity ids are >= 0)
+_MISSING = -4  # a title not in the link map
+_NEW, _CONT = -2, -3  # piece codes (entity ids are >= 0): text that starts / continues a sentence
 
 
 @dataclass(frozen=True)
@@ -41,20 +51,46 @@ class ShardConfig:
             raise InputError(f"--valid-fraction {self.valid_fraction}: must be in [0, 1]")
 
 
-@dataclass
-class PackedSequence:
-    spm_ids: list[int]  # sentencepiece ids (fairseq shift applied per chunk, vectorised); no <s>/</s>
-    mentions: list[tuple[int, int, int]]  # (token start, token end exclusive, entity id)
+def _stable_order(*keys: np.ndarray) -> np.ndarray:
+    """Indices sorting by ``keys`` (first key most significant), ties in input order."""
+    order = np.arange(len(keys[0]))
+    for key in reversed(keys):
+        order = order[np.argsort(key[order], kind="stable")]
+    return order
 
 
 @dataclass
-class _Sentence:
-    ids: list[int]  # spm ids (shifted to fairseq later, per page)
-    mentions: list[tuple[int, int, int]]  # (token start, token end, entity id)
+class _Links:
+    """The kept links of a batch, sorted by (paragraph, start, end), non-overlapping."""
+
+    para: list[int]
+    start: list[int]
+    end: list[int]
+    entity: list[int]
+
+
+def _non_empty_non_overlapping(texts: list[str], para, s, e, entity, counts: collections.Counter) -> _Links:
+    """Drop links whose anchor is empty or blank, then any link overlapping the last one kept."""
+    para, s, e, entity = para.tolist(), s.tolist(), e.tolist(), entity.tolist()
+    blank = [not texts[p][a:b].strip() for p, a, b in zip(para, s, e)]
+    if any(blank):
+        counts["links_empty"] += sum(blank)
+        keep = [i for i, b in enumerate(blank) if not b]
+        para, s, e, entity = ([x[i] for i in keep] for x in (para, s, e, entity))
+    # sorted by start, so without an overlap between neighbours there is none at all
+    if any(p == q and a < b for p, q, a, b in zip(para[1:], para, s[1:], e)):
+        kept = []
+        for i in range(len(para)):
+            if kept and para[kept[-1]] == para[i] and s[i] < e[kept[-1]]:
+                counts["links_overlapping"] += 1
+            else:
+                kept.append(i)
+        para, s, e, entity = ([x[i] for i in kept] for x in (para, s, e, entity))
+    return _Links(para, s, e, entity)
 
 
 class PageProcessor:
-    """Turns one page into packed sequences; everything it needs for one language, picklable."""
+    """Turns batches of pages into packed sequences; everything it needs for one language, picklable."""
 
     def __init__(self, lang: str, source: str, tokenizer: XlmrSentencePiece, link_map: dict[str, int], config: ShardConfig):
         self.lang = lang
@@ -63,170 +99,229 @@ class PageProcessor:
         self.link_map = link_map
         self.config = config
 
-    def _links(self, page: dict, p_index: int, text: str, links: list[dict], counts: collections.Counter):
-        """Valid, vocabulary-mapped links of a paragraph, sorted, non-overlapping: (start, end, entity)."""
-        out = []
-        n = len(text)
-        if not links:
-            return out
-        for link in links:
-            start, end = link["start"], link["end"]
-            if start is None or end is None or not 0 <= start <= end <= n:
-                raise InputError(
-                    f"{self.source}: page {page['page_id']} ({page.get('title')!r}) paragraph {p_index}: "
-                    f"link span [{start}, {end}) outside the paragraph text (length {n})"
-                )
-        counts["links"] += len(links)
-        for link in sorted(links, key=lambda x: (x["start"], x["end"])):
-            start, end = link["start"], link["end"]
-            entity = self.link_map.get(link["title"])
-            if entity is None:
-                counts["links_not_in_vocab"] += 1
-            elif entity == LOOP:
-                counts["links_redirect_loop"] += 1
-            elif start == end or not text[start:end].strip():
-                counts["links_empty"] += 1
-            elif out and start < out[-1][1]:
-                counts["links_overlapping"] += 1
-            else:
-                out.append((start, end, entity))
-        return out
+    # ------------------------------------------------------------ links
+    def _links(self, table, texts: list[str], para_page: np.ndarray, items, texts_len: np.ndarray, counts: collections.Counter) -> _Links:
+        import pyarrow.compute as pc
 
-    def _plan(self, page: dict, counts: collections.Counter, pieces: list[str], word_start: list[bool]) -> list[int]:
-        """Cut the page's text at sentence and link boundaries and append the pieces (and whether each
-        starts a word) to ``pieces``/``word_start``. Returns one code per piece: the entity id of a
-        mention, ``_NEW`` for text that starts a sentence, ``_CONT`` for text that continues one."""
-        plan: list[int] = []
-        n_sent = 0
+        links = items.field("links")
+        link_para = pc.list_parent_indices(links).to_numpy()  # paragraph of each link
+        flat = links.flatten()
+        start = flat.field("start")
+        end = flat.field("end")
+        n = len(link_para)
+        counts["links"] += n
+        if not n:
+            return _Links([], [], [], [])
+        s = start.fill_null(-1).to_numpy().astype(np.int64)
+        e = end.fill_null(-1).to_numpy().astype(np.int64)
+        bad = (s < 0) | (e < s) | (e > texts_len[link_para]) | np.asarray(start.is_null()) | np.asarray(end.is_null())
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            para = int(link_para[k])
+            page = int(para_page[para])
+            first_para = int(np.searchsorted(para_page, page))
+            row = table.slice(page, 1).select(["page_id", "title"]).to_pylist()[0]
+            raise InputError(
+                f"{self.source}: page {row['page_id']} ({row['title']!r}) paragraph {para - first_para}: "
+                f"link span [{start[k].as_py()}, {end[k].as_py()}) outside the paragraph text (length {int(texts_len[para])})"
+            )
+        titles = flat.field("title").to_pylist()
+        entity = np.fromiter(map(self.link_map.get, titles, itertools.repeat(_MISSING)), dtype=np.int64, count=n)
+        order = _stable_order(link_para, s, e)
+        link_para, s, e, entity = link_para[order], s[order], e[order], entity[order]
+        missing = entity == _MISSING
+        loop = entity == LOOP
+        counts["links_not_in_vocab"] += int(missing.sum())
+        counts["links_redirect_loop"] += int(loop.sum())
+        cand = np.flatnonzero(~missing & ~loop)
+        return _non_empty_non_overlapping(texts, link_para[cand], s[cand], e[cand], entity[cand], counts)
+    # ------------------------------------------------------------ cutting
+    def _cut(self, texts: list[str], para_page: np.ndarray, n_pages: int, links: _Links, counts: collections.Counter):
+        """Cut every paragraph at sentence and link boundaries. Returns the pieces, whether each starts
+        a word, their codes (entity id of a mention, ``_NEW`` for text that starts a sentence,
+        ``_CONT`` for text that continues one) and the number of pieces of each page."""
         gap = self.tok.word_gaps  # characters the model reads as whitespace (LRM, ZWSP, ... too)
-        for p_index, para in enumerate(page["paragraphs"] or ()):
-            text = para["text"] or ""
-            links = self._links(page, p_index, text, para.get("links"), counts)
-            n_links = len(links)
-            li = 0  # links and sentences are both in text order, and no link crosses a sentence
-            for s, e in split_sentences(text, self.lang, [(a, b) for a, b, _ in links]):
+        lang = self.lang
+        pieces: list[str] = []
+        word_start: list[bool] = []
+        codes: list[int] = []
+        piece_para: list[int] = []
+        n_sent = 0
+        # the links of each paragraph: links are sorted by paragraph
+        bounds = np.searchsorted(np.asarray(links.para, dtype=np.int64), np.arange(len(texts) + 1)).tolist()
+        l_start, l_end, l_ent = links.start, links.end, links.entity
+        for p, text in enumerate(texts):
+            li, n_links = bounds[p], bounds[p + 1]
+            protected = list(zip(l_start[li:n_links], l_end[li:n_links])) if n_links > li else ()
+            before = len(pieces)
+            for s, e in split_sentences(text, lang, protected):
                 n_sent += 1
-                if li == n_links or links[li][0] >= e:  # the common case: a sentence without links
+                if li == n_links or l_start[li] >= e:  # the common case: a sentence without links
                     pieces.append(text[s:e])
                     word_start.append(s == 0 or text[s - 1] in gap or text[s] in gap)
-                    plan.append(_NEW)
+                    codes.append(_NEW)
                     continue
                 pos = s
                 code = _NEW
                 # a link belongs to the sentence it starts in (it may end in trimmed whitespace after it)
-                while li < n_links and links[li][0] < e:
-                    a, b, entity = links[li]
-                    li += 1
+                while li < n_links and l_start[li] < e:
+                    a, b = l_start[li], l_end[li]
                     if a > pos:
                         pieces.append(text[pos:a])
                         word_start.append(pos == 0 or text[pos - 1] in gap or text[pos] in gap)
-                        plan.append(code)
+                        codes.append(code)
                     elif code == _NEW:  # the sentence starts with the mention
                         pieces.append("")
                         word_start.append(True)
-                        plan.append(_NEW)
+                        codes.append(_NEW)
                     # "▁" only where a word starts: text start, after a gap, or a leading gap
                     pieces.append(text[a:b])
                     word_start.append(a == 0 or text[a - 1] in gap or text[a] in gap)
-                    plan.append(entity)
+                    codes.append(l_ent[li])
+                    li += 1
                     pos = b
                     code = _CONT
                 if pos < e:
                     pieces.append(text[pos:e])
                     word_start.append(text[pos - 1] in gap or text[pos] in gap)
-                    plan.append(_CONT)
+                    codes.append(_CONT)
+            piece_para.append(len(pieces) - before)
         counts["sentences"] += n_sent
-        return plan
+        pieces_per_para = np.asarray(piece_para, dtype=np.int64)
+        pieces_per_page = np.bincount(para_page, weights=pieces_per_para, minlength=n_pages).astype(np.int64)
+        return pieces, word_start, np.asarray(codes, dtype=np.int64), pieces_per_page
 
-    def _sentences(self, plan: list[int], encoded: list[list[int]], counts: collections.Counter) -> list[_Sentence]:
-        sentences: list[_Sentence] = []
-        max_mention = self.config.max_mention_length
-        ids: list[int] = []
-        mentions: list[tuple[int, int, int]] = []
-        for code, piece in zip(plan, encoded):
-            if code == _NEW:
-                ids, mentions = [], []
-                sentences.append(_Sentence(ids, mentions))
-            elif code >= 0:
-                n = len(piece)
-                if not n:
-                    counts["mentions_empty"] += 1
-                elif n > max_mention:
-                    counts["mentions_too_long"] += 1
-                else:
-                    mentions.append((len(ids), len(ids) + n, code))
-            ids += piece
-        return [s for s in sentences if s.ids]
-
-    def _fit(self, sentences: list[_Sentence], limit: int, counts: collections.Counter) -> Iterator[_Sentence]:
-        """Sentences no longer than ``limit``: overlong ones are cut at token boundaries outside mentions."""
-        for sent in sentences:
-            if len(sent.ids) <= limit:
-                yield sent
+    # ------------------------------------------------------------ packing
+    def _units(self, sent_page, sent_start, sent_len, m_start, m_end, counts) -> tuple[list[int], list[int], list[int]]:
+        """(page, token start, length) of the units to pack: the sentences, with overlong ones cut at
+        token boundaries outside mentions (mentions no longer than the limit usually make one exist;
+        otherwise the cut falls at the limit and the straddling mention is lost)."""
+        limit = self.config.max_seq_length - 2
+        pages, starts, lens = sent_page.tolist(), sent_start.tolist(), sent_len.tolist()
+        if max(lens, default=0) <= limit:
+            return pages, starts, lens
+        out_p: list[int] = []
+        out_s: list[int] = []
+        out_l: list[int] = []
+        for page, start, n in zip(pages, starts, lens):
+            if n <= limit:
+                out_p.append(page)
+                out_s.append(start)
+                out_l.append(n)
                 continue
             counts["sentences_split"] += 1
-            start = 0
-            mentions = sent.mentions
-            while start < len(sent.ids):
-                cut = min(start + limit, len(sent.ids))
-                if cut < len(sent.ids):
-                    # back off to the last boundary not strictly inside a mention (mentions <= limit long
-                    # usually make one exist); otherwise cut at the limit and lose the straddling mention
+            end = start + n
+            lo, hi = np.searchsorted(m_start, [start, end])
+            mentions = list(zip(m_start[lo:hi].tolist(), m_end[lo:hi].tolist()))
+            while start < end:
+                cut = min(start + limit, end)
+                if cut < end:
                     c = cut
-                    while c > start and any(ms < c < me for ms, me, _ in mentions):
+                    while c > start and any(ms < c < me for ms, me in mentions):
                         c -= 1
                     cut = c if c > start else cut
-                kept = [(ms - start, me - start, ent) for ms, me, ent in mentions if ms >= start and me <= cut]
-                counts["mentions_cut"] += sum(1 for ms, me, _ in mentions if ms < cut < me)
-                yield _Sentence(sent.ids[start:cut], kept)
+                out_p.append(page)
+                out_s.append(start)
+                out_l.append(cut - start)
                 start = cut
+        return out_p, out_s, out_l
 
-    def _pack(self, sentences: Iterator[_Sentence], counts: collections.Counter) -> list[PackedSequence]:
+    def _pack(self, pages: list[int], starts: list[int], lens: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Greedy packing of one page's units (in order, contiguous in the token array) into sequences
+        of at most ``max_seq_length - 2`` tokens: (page, token start, length) per sequence."""
         limit = self.config.max_seq_length - 2
-        out: list[PackedSequence] = []
-        ids: list[int] = []
-        mentions: list[tuple[int, int, int]] = []
+        seq_page: list[int] = []
+        seq_start: list[int] = []
+        seq_len: list[int] = []
+        cur_page, cur_start, cur_len = -1, 0, 0
+        for page, start, n in zip(pages, starts, lens):
+            if cur_len and (page != cur_page or cur_len + n > limit):
+                seq_page.append(cur_page)
+                seq_start.append(cur_start)
+                seq_len.append(cur_len)
+                cur_len = 0
+            if not cur_len:
+                cur_page, cur_start = page, start
+            cur_len += n
+        if cur_len:
+            seq_page.append(cur_page)
+            seq_start.append(cur_start)
+            seq_len.append(cur_len)
+        return (np.asarray(seq_page, dtype=np.int64), np.asarray(seq_start, dtype=np.int64), np.asarray(seq_len, dtype=np.int64))
 
-        def flush():
-            if not ids:
-                return
-            kept = mentions
-            if len(kept) > self.config.max_entity_length:
-                counts["entities_over_limit"] += len(kept) - self.config.max_entity_length
-                kept = kept[: self.config.max_entity_length]
-            if not kept and not self.config.keep_no_entity:
-                counts["sequences_without_entities"] += 1
-                counts["tokens_without_entities"] += len(ids)
-                return
-            out.append(PackedSequence(ids, kept))
+    # ------------------------------------------------------------ the batch
+    def process_table(self, table) -> tuple[np.ndarray, Chunk, collections.Counter]:
+        """Packed sequences of a batch of pages (an Arrow table with the corpus' page columns):
+        (page id of each page, the sequences as columns with one ``page_id`` per row, counts)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
-        for sent in sentences:
-            if ids and len(ids) + len(sent.ids) > limit:
-                flush()
-                ids, mentions = [], []
-            offset = len(ids)
-            ids.extend(sent.ids)
-            mentions.extend((s + offset, e + offset, ent) for s, e, ent in sent.mentions)
-        flush()
-        return out
-
-    def process_batch(self, pages: list[dict]) -> tuple[list[list[PackedSequence]], collections.Counter]:
-        """Sequences of each page. The pieces of all pages are encoded in one call per prefix mode:
-        sentencepiece's per-call overhead would otherwise cost more than the encoding itself."""
         counts: collections.Counter = collections.Counter()
-        pieces: list[str] = []
-        word_start: list[bool] = []
-        plans = [self._plan(page, counts, pieces, word_start) for page in pages]
-        encoded = self.tok.encode_many(pieces, word_start)
-        out = []
-        pos = 0
-        limit = self.config.max_seq_length - 2
-        for plan in plans:
-            sentences = self._sentences(plan, encoded[pos : pos + len(plan)], counts)
-            pos += len(plan)
-            out.append(self._pack(self._fit(sentences, limit, counts), counts))
-        return out, counts
+        page_ids = np.asarray(table.column("page_id").to_numpy(), dtype=np.int64)
+        n_pages = len(page_ids)
+        paragraphs = table.column("paragraphs")
+        paragraphs = paragraphs.combine_chunks() if paragraphs.num_chunks else pa.array([], paragraphs.type)
+        para_page = pc.list_parent_indices(paragraphs).to_numpy()  # page of each paragraph
+        items = paragraphs.flatten()
+        text = items.field("text").fill_null("")
+        texts = text.to_pylist()
+        links = self._links(table, texts, para_page, items, pc.utf8_length(text).to_numpy(), counts)
+        pieces, word_start, codes, pieces_per_page = self._cut(texts, para_page, n_pages, links, counts)
+        del texts
+        ids, piece_len = self.tok.encode_pieces(pieces, word_start)
+        del pieces, word_start
+        piece_start = np.cumsum(piece_len) - piece_len
+        piece_page = np.repeat(np.arange(n_pages), pieces_per_page)
 
-    def process(self, page: dict) -> tuple[list[PackedSequence], collections.Counter]:
-        seqs, counts = self.process_batch([page])
-        return seqs[0], counts
+        # sentences: each starts with a _NEW piece; its tokens run to the next sentence's first token
+        new = np.flatnonzero(codes == _NEW)
+        sent_start = piece_start[new]
+        sent_len = np.add.reduceat(piece_len, new) if len(new) else np.zeros(0, np.int64)
+        sent_page = piece_page[new]
+        nonempty = sent_len > 0
+        sent_start, sent_len, sent_page = sent_start[nonempty], sent_len[nonempty], sent_page[nonempty]
+
+        # mentions: a piece with an entity id, unless it encodes to nothing or to too many tokens
+        is_mention = codes >= 0
+        m_len = piece_len[is_mention]
+        counts["mentions_empty"] += int((m_len == 0).sum())
+        counts["mentions_too_long"] += int((m_len > self.config.max_mention_length).sum())
+        ok = (m_len > 0) & (m_len <= self.config.max_mention_length)
+        m_start = piece_start[is_mention][ok]
+        m_end = m_start + m_len[ok]
+        m_entity = codes[is_mention][ok]
+
+        units = self._units(sent_page, sent_start, sent_len, m_start, m_end, counts)
+        seq_page, seq_start, seq_len = self._pack(*units)
+        return page_ids, self._columns(page_ids, ids, seq_page, seq_start, seq_len, m_start, m_end, m_entity, counts), counts
+
+    def _columns(self, page_ids, ids, seq_page, seq_start, seq_len, m_start, m_end, m_entity, counts) -> Chunk:
+        """The kept sequences as columns: mentions assigned to their sequence, at most
+        ``max_entity_length`` per sequence, sequences without entities dropped unless asked to keep."""
+        n_seq = len(seq_start)
+        m_seq = np.searchsorted(seq_start, m_start, side="right") - 1
+        inside = m_end <= seq_start[m_seq] + seq_len[m_seq] if len(m_seq) else np.zeros(0, bool)
+        counts["mentions_cut"] += int((~inside).sum())
+        m_seq, m_start, m_end, m_entity = m_seq[inside], m_start[inside], m_end[inside], m_entity[inside]
+        first = np.searchsorted(m_seq, np.arange(n_seq))  # first mention of each sequence
+        under = np.arange(len(m_seq)) - first[m_seq] < self.config.max_entity_length
+        counts["entities_over_limit"] += int((~under).sum())
+        m_seq, m_start, m_end, m_entity = m_seq[under], m_start[under], m_end[under], m_entity[under]
+        n_ent = np.bincount(m_seq, minlength=n_seq)
+        keep = np.ones(n_seq, bool)
+        if not self.config.keep_no_entity:
+            keep = n_ent > 0
+            counts["sequences_without_entities"] += int((~keep).sum())
+            counts["tokens_without_entities"] += int(seq_len[~keep].sum())
+        m_keep = keep[m_seq]
+        m_seq = m_seq[m_keep]
+        token_keep = np.repeat(keep, seq_len)
+        return Chunk(
+            page_ids=page_ids[seq_page[keep]],
+            word_lens=seq_len[keep],
+            word_ids=XlmrSentencePiece.to_fairseq(ids[token_keep]),
+            entity_lens=n_ent[keep].astype(np.int64),
+            entity_ids=m_entity[m_keep].astype(np.int32),
+            entity_starts=(m_start[m_keep] - seq_start[m_seq]).astype(np.int32),
+            entity_ends=(m_end[m_keep] - seq_start[m_seq]).astype(np.int32),
+        )

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from data_prep.packing import PackedSequence
-from data_prep.spm import XlmrSentencePiece
 
 
 @dataclass
@@ -26,19 +22,17 @@ class Chunk:
     entity_starts: np.ndarray  # int32
     entity_ends: np.ndarray  # int32
 
-    @classmethod
-    def build(cls, rows: list[tuple[int, PackedSequence]]) -> Chunk:
-        mentions = [m for _, seq in rows for m in seq.mentions]
-        ments = np.array(mentions, dtype=np.int32).reshape(-1, 3)
-        words = np.fromiter(itertools.chain.from_iterable(seq.spm_ids for _, seq in rows), dtype=np.int32)
-        return cls(
-            np.array([pid for pid, _ in rows], dtype=np.int64),
-            np.array([len(seq.spm_ids) for _, seq in rows], dtype=np.int64),
-            XlmrSentencePiece.to_fairseq(words),
-            np.array([len(seq.mentions) for _, seq in rows], dtype=np.int64),
-            np.ascontiguousarray(ments[:, 2]),
-            np.ascontiguousarray(ments[:, 0]),
-            np.ascontiguousarray(ments[:, 1]),
+    def take(self, rows: np.ndarray) -> Chunk:
+        """The rows where the boolean mask ``rows`` is true."""
+        ent_rows = np.repeat(rows, self.entity_lens)
+        return Chunk(
+            self.page_ids[rows],
+            self.word_lens[rows],
+            self.word_ids[np.repeat(rows, self.word_lens)],
+            self.entity_lens[rows],
+            self.entity_ids[ent_rows],
+            self.entity_starts[ent_rows],
+            self.entity_ends[ent_rows],
         )
 
 

@@ -24,10 +24,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from data_prep.atomic import atomic_path, write_json
 from data_prep.corpus_reader import PAGE_COLUMNS, Corpus, open_corpus
 from data_prep.errors import InputError
-from data_prep.packing import LOOP, SEEN, PackedSequence, PageProcessor, ShardConfig
+from data_prep.packing import LOOP, SEEN, PageProcessor, ShardConfig
 from data_prep.redirects import RedirectResolver, read_redirects
 from data_prep.shard_writer import Chunk, SplitWriter, save_dataset
 from data_prep.spm import XlmrSentencePiece, sha256_file
@@ -98,7 +100,7 @@ def _init_worker(processor: PageProcessor) -> None:
 _TABLE: tuple[str, object] | None = None  # the pages file a worker is reading: (path, pyarrow.Table)
 
 
-def _read_rows(path: str, start: int, stop: int) -> list[dict]:
+def _read_rows(path: str, start: int, stop: int):
     """Rows [start, stop) of a pages file. Workers read the pages themselves (the main process only
     hands out row ranges), keeping the current file's table: tasks come in file order."""
     global _TABLE
@@ -107,19 +109,16 @@ def _read_rows(path: str, start: int, stop: int) -> list[dict]:
 
         _TABLE = None  # drop the previous file first
         _TABLE = (path, pq.read_table(path, columns=list(PAGE_COLUMNS), memory_map=True))
-    return _TABLE[1].slice(start, stop - start).to_pylist()
+    return _TABLE[1].slice(start, stop - start)
 
 
 def _process_rows(task: tuple[str, int, int]) -> tuple[int, dict[str, Chunk], collections.Counter]:
     assert _WORKER is not None
-    pages = _read_rows(*task)
-    seqs, counts = _WORKER.process_batch(pages)
+    page_ids, chunk, counts = _WORKER.process_table(_read_rows(*task))
     fraction = _WORKER.config.valid_fraction
-    rows: dict[str, list[tuple[int, PackedSequence]]] = {name: [] for name in SPLITS}
-    for page, page_seqs in zip(pages, seqs):
-        split = "validation" if is_validation(page["page_id"], fraction) else "train"
-        rows[split].extend((int(page["page_id"]), seq) for seq in page_seqs)
-    return len(pages), {name: Chunk.build(r) for name, r in rows.items()}, counts
+    valid_pages = {int(p) for p in page_ids if is_validation(p, fraction)}
+    valid = np.fromiter(map(valid_pages.__contains__, chunk.page_ids.tolist()), dtype=bool, count=len(chunk.page_ids))
+    return len(page_ids), {"train": chunk.take(~valid), "validation": chunk.take(valid)}, counts
 
 
 def _row_ranges(corpus: Corpus, batch_pages: int) -> Iterator[tuple[str, int, int]]:
@@ -227,7 +226,7 @@ def _build_language(
             pages,
             {n: w.stats for n, w in writers.items()},
             {k: counts[k] for k in SEEN},
-            {k: v for k, v in sorted(counts.items()) if k not in SEEN},
+            {k: v for k, v in sorted(counts.items()) if k not in SEEN and v},
             fingerprint,
             input_hash,
         )

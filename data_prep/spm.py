@@ -16,7 +16,7 @@ A piece that continues a word (no whitespace before it) must not get the word-st
 sentencepiece's ``add_dummy_prefix`` adds, so a second processor is loaded from the same model with
 that flag switched off (patched in the serialized proto: sentencepiece 0.2 has no per-call option,
 and protobuf is not a dependency). Many short pieces are encoded word by word through a cache
-(``encode_many``): exact for XLM-R's kind of model, whose pieces never span whitespace, and checked
+(``encode_pieces``): exact for XLM-R's kind of model, whose pieces never span whitespace, and checked
 against the model when it is loaded.
 """
 
@@ -41,6 +41,14 @@ from data_prep.errors import InputError
 
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 FAIRSEQ_OFFSET = 1
+
+# ``encode_pieces`` joins many texts into one string: a boundary word between texts, and a prefix glued
+# to the first word of a text that continues a word. Private-use characters, so text never holds
+# them (checked per batch); the boundary word caches as one id that no model has.
+_PIECE, _CONT = "\ue000", "\ue001"
+_BOUNDARY = f" {_PIECE} "
+_BOUNDARY_ID = -1
+_MARKER_IDS = {_PIECE: np.array([_BOUNDARY_ID], dtype=np.int32).tobytes(), _CONT: b""}
 
 
 # ---------------------------------------------------------------- protobuf wire format (tiny subset)
@@ -140,7 +148,7 @@ def sha256_file(path: str | Path) -> str:
 class XlmrSentencePiece:
     """An XLM-R sentencepiece model speaking fairseq ids (what ``XLMRobertaTokenizer`` returns)."""
 
-    CACHE_LIMIT = 1_000_000  # words per prefix mode; the cache is simply emptied when it grows past it
+    CACHE_LIMIT = 2_000_000  # cached words (both prefix modes); the cache is emptied when it would grow past it
 
     def __init__(self, model_proto: bytes, path: str | Path = "<bytes>"):
         import sentencepiece
@@ -161,8 +169,7 @@ class XlmrSentencePiece:
                 f"unk={self.sp.unk_id()} bos={self.sp.bos_id()} eos={self.sp.eos_id()})"
             )
         self.word_gaps = self._word_gaps()
-        self._cache_ws: dict[str, list[int]] = {}
-        self._cache_cont: dict[str, list[int]] = {}
+        self._cache: dict[str, bytes] = dict(_MARKER_IDS)  # word -> its spm ids as int32 bytes
         self._check_word_cache()
 
     @classmethod
@@ -201,66 +208,73 @@ class XlmrSentencePiece:
         """Fairseq ids of ``text`` without <s>/</s>; ``word_start=False`` adds no leading "▁"."""
         return self.to_fairseq((self.sp if word_start else self.sp_cont).encode(text))
 
-    def encode_many(self, texts: Sequence[str], word_start: Sequence[bool]) -> list[list[int]]:
-        """spm ids (NOT shifted) of many texts; ``word_start[i]=False`` encodes without the leading "▁".
+    def encode_pieces(self, texts: Sequence[str], word_start: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
+        """spm ids (NOT shifted) of many texts, concatenated, and how many belong to each text;
+        ``word_start[i]=False`` encodes text i without the leading "▁".
 
-        Each whitespace-separated word is encoded on its own and cached: a unigram model whose pieces
-        never span whitespace (XLM-R's) segments every word independently, so this equals encoding
-        the whole text, and Zipf's law makes most words cache hits. Texts with a whitespace character
-        the model does not treat as a word separator, or models that fail the check in
-        ``_check_word_cache``, are encoded directly.
+        Each whitespace-separated word is encoded once and cached as packed int32 bytes: a unigram
+        model whose pieces never span whitespace (XLM-R's) segments every word independently, so this
+        equals encoding each text whole, and Zipf's law makes most words cache hits. All texts are
+        joined into one string, with a boundary word between texts and a prefix glued to the first
+        word of a continuation, so one ``str.split``, one ``map`` over the cache and one bytes join
+        do the work of the whole batch in C. Texts with a whitespace character the model does not
+        treat as a word separator, and models that fail ``_check_word_cache``, are encoded directly.
         """
-        if not self._word_cache:
-            return self._encode_direct(texts, word_start)
-        cw, cc = self._cache_ws, self._cache_cont
-        if len(cw) > self.CACHE_LIMIT:
-            cw.clear()
-        if len(cc) > self.CACHE_LIMIT:
-            cc.clear()
-        out: list[list[int]] = [[] for _ in texts]
-        pending: list[tuple[int, list[str]]] = []  # texts with a word not cached yet
-        direct: list[int] = []
-        odd = self._odd_space
-        get = cw.__getitem__
-        chain = itertools.chain.from_iterable
-        for i, text in enumerate(texts):
-            if odd is not None and odd.search(text):
-                direct.append(i)
-                continue
-            words = text.split()
-            if not words:
-                continue
-            try:  # the common case: every word is cached
-                if word_start[i]:
-                    out[i] = list(chain(map(get, words)))
-                else:
-                    out[i] = cc[words[0]] + list(chain(map(get, words[1:])))
-            except KeyError:
-                pending.append((i, words))
-        if pending:
-            miss_w: set[str] = set()
-            miss_c: set[str] = set()
-            for i, words in pending:
-                if word_start[i]:
-                    miss_w.update(w for w in words if w not in cw)
-                else:
-                    if words[0] not in cc:
-                        miss_c.add(words[0])
-                    miss_w.update(w for w in words[1:] if w not in cw)
-            for miss, cache, proc in ((miss_w, cw, self.sp), (miss_c, cc, self.sp_cont)):
-                if miss:
-                    todo = sorted(miss)
-                    # one thread: parallelism comes from worker processes, not spm's own thread pool
-                    cache.update(zip(todo, proc.encode(todo, num_threads=1)))
-            for i, words in pending:
-                if word_start[i]:
-                    out[i] = list(chain(map(get, words)))
-                else:
-                    out[i] = cc[words[0]] + list(chain(map(get, words[1:])))
-        if direct:
-            for i, ids in zip(direct, self._encode_direct([texts[i] for i in direct], [word_start[i] for i in direct])):
-                out[i] = ids
-        return out
+        n = len(texts)
+        if not self._word_cache or not n:
+            return self._flatten(self._encode_direct(texts, word_start))
+        parts = [t if ws else _CONT + t.lstrip() for t, ws in zip(texts, word_start)]
+        marked = _BOUNDARY.join(parts)
+        n_cont = len(parts) - sum(map(bool, word_start))
+        if marked.count(_PIECE) != n - 1 or marked.count(_CONT) != n_cont:  # the text holds a marker itself
+            return self._flatten(self._encode_direct(texts, word_start))
+        odd = self._odd_space.search(marked) if self._odd_space is not None else None
+        if odd is None:
+            return self._encode_marked(marked)
+        # the rare text with an odd space is encoded directly and spliced in where its ids belong
+        direct = [i for i, t in enumerate(texts) if self._odd_space.search(t)]
+        for i in direct:
+            parts[i] = "" if word_start[i] else _CONT
+        ids, counts = self._encode_marked(_BOUNDARY.join(parts))
+        d_ids, d_counts = self._flatten(self._encode_direct([texts[i] for i in direct], [word_start[i] for i in direct]))
+        starts = np.cumsum(counts) - counts
+        ids = np.insert(ids, np.repeat(starts[direct], d_counts), d_ids)
+        counts[direct] = d_counts
+        return ids, counts
+
+    def _encode_marked(self, marked: str) -> tuple[np.ndarray, np.ndarray]:
+        words = marked.split()
+        cache = self._cache
+        try:
+            buf = b"".join(map(cache.__getitem__, words))
+        except KeyError:
+            self._fill_cache(words)
+            buf = b"".join(map(cache.__getitem__, words))
+        ids = np.frombuffer(buf, dtype=np.int32)
+        bounds = np.flatnonzero(ids == _BOUNDARY_ID)  # one per boundary word
+        counts = np.diff(bounds, prepend=-1, append=len(ids)) - 1
+        return (np.delete(ids, bounds) if len(bounds) else ids.copy()), counts
+
+    def _fill_cache(self, words: list[str]) -> None:
+        cache = self._cache
+        missing = set(words).difference(cache)
+        if len(cache) + len(missing) > self.CACHE_LIMIT:  # simply start over: the next words refill it
+            cache.clear()
+            cache.update(_MARKER_IDS)
+            missing = set(words).difference(cache)
+        todo = sorted(missing)
+        word = [w for w in todo if w[0] != _CONT]
+        cont = [w[1:] for w in todo if w[0] == _CONT]
+        # one thread: parallelism comes from worker processes, not spm's own thread pool
+        for keys, proc, prefix in ((word, self.sp, ""), (cont, self.sp_cont, _CONT)):
+            if keys:
+                for w, ids in zip(keys, proc.encode(keys, num_threads=1)):
+                    cache[prefix + w] = np.array(ids, dtype=np.int32).tobytes()
+
+    @staticmethod
+    def _flatten(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        counts = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+        return np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int32, count=int(counts.sum())), counts
 
     def _encode_direct(self, texts: Sequence[str], word_start: Sequence[bool]) -> list[list[int]]:
         out: list[list[int]] = [[] for _ in texts]

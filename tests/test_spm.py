@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from corpus_builders import write_multilingual
 
@@ -141,18 +142,30 @@ def test_train_spm_cli(tmp_path):
 
 
 def test_word_cached_encoding_equals_direct_encoding(model):
-    """``encode_many`` encodes word by word through a cache; it must equal encoding each text whole."""
+    """``encode_pieces`` encodes word by word through a cache, the whole batch joined into one string;
+    it must equal encoding each text whole, in either prefix mode, whatever the texts hold."""
     tok = XlmrSentencePiece.load(model)
     assert tok._word_cache  # the XLM-R kind of model qualifies
     odd = "a\x1cb c\x85d e\u2028f g\u3000h i\u00a0j k\u2003l"  # separators spm may or may not split on
-    texts = [*TEXTS, odd, "s and more", "bird", "港", "ที่เงียบสงบ อ่าว", " x ", "x\n\ny"]
-    for word_start in (True, False):
-        ws = [word_start] * len(texts)
-        want = [tok.sp.encode(t) if word_start else tok.sp_cont.encode(t) for t in texts]
-        assert tok.encode_many(texts, ws) == want
-        assert tok.encode_many(texts, ws) == want  # now from the cache
-    mixed = [i % 2 == 0 for i in range(len(texts))]
-    assert tok.encode_many(texts, mixed) == tok._encode_direct(texts, mixed)
+    texts = [*TEXTS, odd, "s and more", "bird", "港", "ที่เงียบสงบ อ่าว", " x ", "x\n\ny", "", "  "]
+
+    def direct(texts, word_start):
+        return [(tok.sp if ws else tok.sp_cont).encode(t) for t, ws in zip(texts, word_start)]
+
+    def pieces(texts, word_start):
+        ids, counts = tok.encode_pieces(texts, word_start)
+        assert ids.dtype == np.int32 and counts.sum() == len(ids) and len(counts) == len(texts)
+        return [ids[a - n : a].tolist() for a, n in zip(np.cumsum(counts), counts)]
+
+    for word_start in ([True] * len(texts), [False] * len(texts), [i % 2 == 0 for i in range(len(texts))]):
+        assert pieces(texts, word_start) == direct(texts, word_start)
+        assert pieces(texts, word_start) == direct(texts, word_start)  # now from the cache
+    # texts holding the private-use characters the batch is joined with, and a cache that overflows
+    marked = ["x \ue000 y", "\ue001z", "港\ue000"]
+    assert pieces(marked, [True, False, True]) == direct(marked, [True, False, True])
+    tok.CACHE_LIMIT = 3
+    assert pieces(texts, [False] * len(texts)) == direct(texts, [False] * len(texts))
+    assert len(tok._cache) <= 2 + len(" ".join(texts).split())  # emptied, then this batch only
 
 
 def test_word_gaps_are_what_the_normaliser_reads_as_whitespace(model):
