@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_prep.errors import InputError
-from data_prep.sentences import split_sentences
+from data_prep.sentences import split_paragraphs
 from data_prep.shard_writer import Chunk
-from data_prep.spm import XlmrSentencePiece
+from data_prep.spm import CONT_MARK, PIECE_MARK, XlmrSentencePiece
 
 LOOP = -1  # link_map value for a title whose redirect chain loops
 SEEN = ("links", "sentences", "sentences_split")  # counters that are not drops
@@ -136,60 +136,73 @@ class PageProcessor:
         cand = np.flatnonzero(~missing & ~loop)
         return _non_empty_non_overlapping(texts, link_para[cand], s[cand], e[cand], entity[cand], counts)
     # ------------------------------------------------------------ cutting
-    def _cut(self, texts: list[str], para_page: np.ndarray, n_pages: int, links: _Links, counts: collections.Counter):
-        """Cut every paragraph at sentence and link boundaries. Returns the pieces, whether each starts
-        a word, their codes (entity id of a mention, ``_NEW`` for text that starts a sentence,
-        ``_CONT`` for text that continues one) and the number of pieces of each page."""
-        gap = self.tok.word_gaps  # characters the model reads as whitespace (LRM, ZWSP, ... too)
-        lang = self.lang
-        pieces: list[str] = []
-        word_start: list[bool] = []
-        codes: list[int] = []
-        piece_para: list[int] = []
-        n_sent = 0
-        # the links of each paragraph: links are sorted by paragraph
-        bounds = np.searchsorted(np.asarray(links.para, dtype=np.int64), np.arange(len(texts) + 1)).tolist()
-        l_start, l_end, l_ent = links.start, links.end, links.entity
-        for p, text in enumerate(texts):
-            li, n_links = bounds[p], bounds[p + 1]
-            protected = list(zip(l_start[li:n_links], l_end[li:n_links])) if n_links > li else ()
-            before = len(pieces)
-            for s, e in split_sentences(text, lang, protected):
-                n_sent += 1
-                if li == n_links or l_start[li] >= e:  # the common case: a sentence without links
-                    pieces.append(text[s:e])
-                    word_start.append(s == 0 or text[s - 1] in gap or text[s] in gap)
-                    codes.append(_NEW)
-                    continue
-                pos = s
-                code = _NEW
-                # a link belongs to the sentence it starts in (it may end in trimmed whitespace after it)
-                while li < n_links and l_start[li] < e:
-                    a, b = l_start[li], l_end[li]
-                    if a > pos:
-                        pieces.append(text[pos:a])
-                        word_start.append(pos == 0 or text[pos - 1] in gap or text[pos] in gap)
-                        codes.append(code)
-                    elif code == _NEW:  # the sentence starts with the mention
-                        pieces.append("")
-                        word_start.append(True)
-                        codes.append(_NEW)
-                    # "▁" only where a word starts: text start, after a gap, or a leading gap
-                    pieces.append(text[a:b])
-                    word_start.append(a == 0 or text[a - 1] in gap or text[a] in gap)
-                    codes.append(l_ent[li])
-                    li += 1
-                    pos = b
-                    code = _CONT
-                if pos < e:
-                    pieces.append(text[pos:e])
-                    word_start.append(text[pos - 1] in gap or text[pos] in gap)
-                    codes.append(_CONT)
-            piece_para.append(len(pieces) - before)
-        counts["sentences"] += n_sent
-        pieces_per_para = np.asarray(piece_para, dtype=np.int64)
-        pieces_per_page = np.bincount(para_page, weights=pieces_per_para, minlength=n_pages).astype(np.int64)
-        return pieces, word_start, np.asarray(codes, dtype=np.int64), pieces_per_page
+    def _cut(self, texts: list[str], links: _Links, counts: collections.Counter) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cut every paragraph at sentence and link boundaries and encode the pieces. Returns the ids
+        of all pieces (concatenated), then per piece its number of ids, its code (the entity id of a
+        mention, ``_NEW`` for text that starts a sentence, ``_CONT`` for text that continues one) and
+        its paragraph.
+
+        The paragraphs are joined by NUL into one string, split into sentences in one scan, and the
+        pieces are marked in place (``XlmrSentencePiece.encode_marked``): a mark is inserted before
+        each piece with numpy on the code points, so no piece is ever sliced out as its own string.
+        A sentence is [its text before the first link][link][text between links][link]...[the rest];
+        a sentence that starts with a link gets an empty first piece, so every sentence starts with
+        a ``_NEW`` piece.
+        """
+        n_para = len(texts)
+        joined = "\x00".join(texts)
+        lens = np.fromiter(map(len, texts), dtype=np.int64, count=n_para)
+        para_lo = np.cumsum(lens + 1) - (lens + 1)
+        para_hi = para_lo + lens
+        l_para = np.asarray(links.para, dtype=np.int64)
+        a = para_lo[l_para] + np.asarray(links.start, dtype=np.int64)  # sorted: paragraphs are in order
+        b = para_lo[l_para] + np.asarray(links.end, dtype=np.int64)
+        spans, _ = split_paragraphs(joined, self.lang, list(zip(para_lo.tolist(), para_hi.tolist())), a.tolist(), b.tolist())
+        counts["sentences"] += len(spans)
+        sent = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+        s_start, s_end = sent[:, 0], sent[:, 1]
+        # a link belongs to the first sentence ending after its start (it may start in whitespace before it)
+        l_sent = np.searchsorted(s_end, a, side="right")
+        first = np.ones(len(a), dtype=bool)
+        first[1:] = l_sent[1:] != l_sent[:-1]
+        last = np.ones(len(a), dtype=bool)
+        last[:-1] = first[1:]
+        has_link = np.zeros(len(s_start), dtype=bool)
+        has_link[l_sent] = True
+        nxt_a = np.append(a[1:], 0)
+        # the pieces, as (start, end, code) blocks; concatenation order breaks ties of equal starts
+        # (an empty _NEW piece comes before the link at its position)
+        lead = first & (a > s_start[l_sent])  # text before the sentence's first link
+        blocks = [
+            (s_start[~has_link], s_end[~has_link], np.full((~has_link).sum(), _NEW)),
+            (s_start[l_sent[lead]], a[lead], np.full(lead.sum(), _NEW)),
+            (a[first & ~lead], a[first & ~lead], np.full((first & ~lead).sum(), _NEW)),  # empty: starts with a link
+            (a, b, np.asarray(links.entity, dtype=np.int64)),
+        ]
+        between = ~last & (nxt_a > b)
+        tail = last & (b < s_end[l_sent])
+        blocks += [(b[between], nxt_a[between], np.full(between.sum(), _CONT)), (b[tail], s_end[l_sent[tail]], np.full(tail.sum(), _CONT))]
+        p_start, p_end, codes = (np.concatenate(x) for x in zip(*blocks))
+        order = np.argsort(p_start, kind="stable")
+        p_start, p_end, codes = p_start[order], p_end[order], codes[order]
+        p_para = np.searchsorted(para_lo, p_start, side="right") - 1
+        # "▁" only where a word starts: paragraph start, after a gap, or a leading gap
+        cp = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype="<u4").copy()
+        gap = self.tok.gap_table
+        is_gap = gap[cp[np.minimum(p_start, len(cp) - 1)]] if len(cp) else np.zeros(len(p_start), bool)
+        word_start = (p_start == para_lo[p_para]) | (p_start == p_end) | is_gap | gap[cp[p_start - 1]]
+        if not self.tok.can_mark(joined):  # marker characters or odd spaces in the text: piece by piece
+            pieces = [joined[x:y] for x, y in zip(p_start.tolist(), p_end.tolist())]
+            ids, piece_len = self.tok.encode_pieces(pieces, word_start.tolist())
+            return ids, piece_len, codes, p_para
+        cp[para_hi[:-1]] = 32  # the NULs become spaces
+        mark = np.array([ord(c) for c in PIECE_MARK + CONT_MARK], dtype="<u4")
+        take = np.ones((len(p_start), len(mark)), dtype=bool)
+        take[:, -1] = ~word_start
+        marks = np.broadcast_to(mark, take.shape)[take]
+        marked = np.insert(cp, np.repeat(p_start, take.sum(axis=1)), marks)
+        ids, piece_len = self.tok.encode_marked(marked.tobytes().decode("utf-32-le", "surrogatepass"))
+        return ids, piece_len, codes, p_para
 
     # ------------------------------------------------------------ packing
     def _units(self, sent_page, sent_start, sent_len, m_start, m_end, counts) -> tuple[list[int], list[int], list[int]]:
@@ -258,7 +271,6 @@ class PageProcessor:
 
         counts: collections.Counter = collections.Counter()
         page_ids = np.asarray(table.column("page_id").to_numpy(), dtype=np.int64)
-        n_pages = len(page_ids)
         paragraphs = table.column("paragraphs")
         paragraphs = paragraphs.combine_chunks() if paragraphs.num_chunks else pa.array([], paragraphs.type)
         para_page = pc.list_parent_indices(paragraphs).to_numpy()  # page of each paragraph
@@ -266,12 +278,10 @@ class PageProcessor:
         text = items.field("text").fill_null("")
         texts = text.to_pylist()
         links = self._links(table, texts, para_page, items, pc.utf8_length(text).to_numpy(), counts)
-        pieces, word_start, codes, pieces_per_page = self._cut(texts, para_page, n_pages, links, counts)
+        ids, piece_len, codes, piece_para = self._cut(texts, links, counts)
         del texts
-        ids, piece_len = self.tok.encode_pieces(pieces, word_start)
-        del pieces, word_start
         piece_start = np.cumsum(piece_len) - piece_len
-        piece_page = np.repeat(np.arange(n_pages), pieces_per_page)
+        piece_page = para_page[piece_para]
 
         # sentences: each starts with a _NEW piece; its tokens run to the next sentence's first token
         new = np.flatnonzero(codes == _NEW)

@@ -59,9 +59,10 @@ _BOUNDARY_THAI = re.compile(
 _LEADING_SPACE = re.compile(r"\s*")
 
 
-def _period_ends_sentence(text: str, dot: int, next_start: int, lang: str) -> bool:
-    """Whether the period at ``text[dot]`` (followed by whitespace) ends a sentence."""
-    word_start = max(text.rfind(" ", 0, dot), text.rfind("\n", 0, dot), text.rfind("\u00a0", 0, dot)) + 1
+def _period_ends_sentence(text: str, dot: int, lo: int, lang: str) -> bool:
+    """Whether the period at ``text[dot]`` (followed by whitespace) ends a sentence; the paragraph
+    starts at ``lo``."""
+    word_start = max(text.rfind(" ", lo, dot), text.rfind("\n", lo, dot), text.rfind("\u00a0", lo, dot), lo - 1) + 1
     word = text[word_start:dot].lstrip(_OPENERS)
     if word in ABBREVIATIONS or "." in word:
         return False
@@ -72,10 +73,10 @@ def _period_ends_sentence(text: str, dot: int, next_start: int, lang: str) -> bo
     return True
 
 
-def _next_is_lower(text: str, pos: int) -> bool:
-    while pos < len(text) and text[pos] in _OPENERS:
+def _next_is_lower(text: str, pos: int, hi: int) -> bool:
+    while pos < hi and text[pos] in _OPENERS:
         pos += 1
-    return pos < len(text) and text[pos].islower()
+    return pos < hi and text[pos].islower()
 
 
 def split_sentences(text: str, lang: str, protected: Sequence[tuple[int, int]] = ()) -> list[tuple[int, int]]:
@@ -83,29 +84,58 @@ def split_sentences(text: str, lang: str, protected: Sequence[tuple[int, int]] =
 
     ``protected`` are (start, end) character spans (sorted, non-overlapping) that no boundary may cut.
     """
-    starts = [s for s, _ in protected]
-    n = len(text)
+    return split_paragraphs(text, lang, [(0, len(text))], [s for s, _ in protected], [e for _, e in protected])[0]
+
+
+def split_paragraphs(
+    text: str, lang: str, paragraphs: Sequence[tuple[int, int]], protected_starts: Sequence[int], protected_ends: Sequence[int]
+) -> tuple[list[tuple[int, int]], list[int]]:
+    """Sentence spans of many paragraphs at once: ``text`` holds them at the (start, end) offsets of
+    ``paragraphs`` (in order), separated by at least one character that is neither whitespace nor
+    punctuation (NUL, say), so no match runs from one into the next and each paragraph splits as if
+    it were alone. One regex scan of the whole batch instead of one per paragraph: the per-call cost
+    would otherwise be most of the work. Protected spans are given as sorted starts and their ends,
+    in ``text`` offsets. Returns the spans (``text`` offsets, in order) and the number per paragraph.
+    """
     spans: list[tuple[int, int]] = []
-    begin = _LEADING_SPACE.match(text).end()
-    for m in (_BOUNDARY_THAI if lang == "th" else _BOUNDARY).finditer(text):
+    per_para: list[int] = []
+    if not paragraphs:
+        return spans, per_para
+    starts = protected_starts
+    regex = _BOUNDARY_THAI if lang == "th" else _BOUNDARY
+    pi = 0
+    lo, hi = paragraphs[0]
+    begin = _LEADING_SPACE.match(text, lo, hi).end()
+    counted = 0
+    for m in regex.finditer(text, lo, paragraphs[-1][1]):
+        mstart = m.start()
+        while mstart >= hi:  # the paragraph ends before this match: close it, open the next
+            end = len(text[begin:hi].rstrip()) + begin
+            if end > begin:
+                spans.append((begin, end))
+            per_para.append(len(spans) - counted)
+            counted = len(spans)
+            pi += 1
+            lo, hi = paragraphs[pi]
+            begin = _LEADING_SPACE.match(text, lo, hi).end()
         kind = m.lastgroup
         end = m.end(kind)
         nxt = m.end()
-        if nxt >= n or end <= begin:
+        if nxt >= hi or end <= begin:
             continue
         if kind == "latin":
             mark = m.group("latin")
             if ";" in mark and lang != "el":  # the Greek question mark; elsewhere a semicolon
                 continue
-            if _next_is_lower(text, nxt):
+            if _next_is_lower(text, nxt, hi):
                 continue
-            if mark[0] == "." and mark.rstrip(_CLOSERS) == "." and not _period_ends_sentence(text, m.start(), nxt, lang):
+            if mark[0] == "." and mark.rstrip(_CLOSERS) == "." and not _period_ends_sentence(text, mstart, lo, lang):
                 continue
         # Spans are sorted and disjoint, so only the last one starting before ``nxt`` can cover the
         # gap [end, nxt) or straddle ``end`` (when there is no gap).
-        if protected:
+        if starts:
             i = bisect.bisect_left(starts, nxt)
-            if i > 0 and protected[i - 1][1] > end:
+            if i > 0 and protected_ends[i - 1] > end:
                 continue
         if kind == "newline":  # the only boundary that may follow whitespace
             while end > begin and text[end - 1].isspace():
@@ -115,7 +145,14 @@ def split_sentences(text: str, lang: str, protected: Sequence[tuple[int, int]] =
                 continue
         spans.append((begin, end))
         begin = nxt
-    end = len(text.rstrip())
-    if end > begin:
-        spans.append((begin, end))
-    return spans
+    while True:
+        end = len(text[begin:hi].rstrip()) + begin
+        if end > begin:
+            spans.append((begin, end))
+        per_para.append(len(spans) - counted)
+        counted = len(spans)
+        pi += 1
+        if pi == len(paragraphs):
+            return spans, per_para
+        lo, hi = paragraphs[pi]
+        begin = _LEADING_SPACE.match(text, lo, hi).end()

@@ -45,10 +45,10 @@ FAIRSEQ_OFFSET = 1
 # ``encode_pieces`` joins many texts into one string: a boundary word between texts, and a prefix glued
 # to the first word of a text that continues a word. Private-use characters, so text never holds
 # them (checked per batch); the boundary word caches as one id that no model has.
-_PIECE, _CONT = "\ue000", "\ue001"
-_BOUNDARY = f" {_PIECE} "
+_PIECE, CONT_MARK = "\ue000", "\ue001"
+PIECE_MARK = f" {_PIECE} "
 _BOUNDARY_ID = -1
-_MARKER_IDS = {_PIECE: np.array([_BOUNDARY_ID], dtype=np.int32).tobytes(), _CONT: b""}
+_MARKER_IDS = {_PIECE: np.array([_BOUNDARY_ID], dtype=np.int32).tobytes(), CONT_MARK: b""}
 
 
 # ---------------------------------------------------------------- protobuf wire format (tiny subset)
@@ -169,6 +169,7 @@ class XlmrSentencePiece:
                 f"unk={self.sp.unk_id()} bos={self.sp.bos_id()} eos={self.sp.eos_id()})"
             )
         self.word_gaps = self._word_gaps()
+        self._gap_table: np.ndarray | None = None
         self._cache: dict[str, bytes] = dict(_MARKER_IDS)  # word -> its spm ids as int32 bytes
         self._check_word_cache()
 
@@ -210,39 +211,38 @@ class XlmrSentencePiece:
 
     def encode_pieces(self, texts: Sequence[str], word_start: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
         """spm ids (NOT shifted) of many texts, concatenated, and how many belong to each text;
-        ``word_start[i]=False`` encodes text i without the leading "▁".
+        ``word_start[i]=False`` encodes text i without the leading "▁"."""
+        joined = "".join(texts)
+        if not self._word_cache or _PIECE in joined or CONT_MARK in joined:
+            return self._flatten(self._encode_direct(texts, word_start))
+        odd = [i for i, t in enumerate(texts) if self._odd_space.search(t)] if self._odd_space is not None else []
+        # the rare text with an odd space is encoded directly and spliced in where its ids belong
+        parts = ["" if i in odd else t for i, t in enumerate(texts)] if odd else texts
+        ids, counts = self.encode_marked("".join(PIECE_MARK + (t if ws else CONT_MARK + t.lstrip()) for t, ws in zip(parts, word_start)))
+        if odd:
+            d_ids, d_counts = self._flatten(self._encode_direct([texts[i] for i in odd], [word_start[i] for i in odd]))
+            starts = np.cumsum(counts) - counts
+            ids = np.insert(ids, np.repeat(starts[odd], d_counts), d_ids)
+            counts[odd] = d_counts
+        return ids, counts
+
+    def can_mark(self, text: str) -> bool:
+        """Whether pieces of ``text`` can go through ``encode_marked``: the model qualifies for the word
+        cache and the text holds neither a marker character nor an odd space."""
+        return self._word_cache and _PIECE not in text and CONT_MARK not in text and not (
+            self._odd_space is not None and self._odd_space.search(text)
+        )
+
+    def encode_marked(self, marked: str) -> tuple[np.ndarray, np.ndarray]:
+        """spm ids of a batch of pieces written as one string, each piece preceded by ``PIECE_MARK``
+        and a continuing piece's first word glued to ``CONT_MARK`` (nothing but whitespace before
+        the first mark): the concatenated ids and the number of ids of each piece.
 
         Each whitespace-separated word is encoded once and cached as packed int32 bytes: a unigram
         model whose pieces never span whitespace (XLM-R's) segments every word independently, so this
-        equals encoding each text whole, and Zipf's law makes most words cache hits. All texts are
-        joined into one string, with a boundary word between texts and a prefix glued to the first
-        word of a continuation, so one ``str.split``, one ``map`` over the cache and one bytes join
-        do the work of the whole batch in C. Texts with a whitespace character the model does not
-        treat as a word separator, and models that fail ``_check_word_cache``, are encoded directly.
+        equals encoding each piece whole, and Zipf's law makes most words cache hits. One
+        ``str.split``, one ``map`` over the cache and one bytes join do the work in C.
         """
-        n = len(texts)
-        if not self._word_cache or not n:
-            return self._flatten(self._encode_direct(texts, word_start))
-        parts = [t if ws else _CONT + t.lstrip() for t, ws in zip(texts, word_start)]
-        marked = _BOUNDARY.join(parts)
-        n_cont = len(parts) - sum(map(bool, word_start))
-        if marked.count(_PIECE) != n - 1 or marked.count(_CONT) != n_cont:  # the text holds a marker itself
-            return self._flatten(self._encode_direct(texts, word_start))
-        odd = self._odd_space.search(marked) if self._odd_space is not None else None
-        if odd is None:
-            return self._encode_marked(marked)
-        # the rare text with an odd space is encoded directly and spliced in where its ids belong
-        direct = [i for i, t in enumerate(texts) if self._odd_space.search(t)]
-        for i in direct:
-            parts[i] = "" if word_start[i] else _CONT
-        ids, counts = self._encode_marked(_BOUNDARY.join(parts))
-        d_ids, d_counts = self._flatten(self._encode_direct([texts[i] for i in direct], [word_start[i] for i in direct]))
-        starts = np.cumsum(counts) - counts
-        ids = np.insert(ids, np.repeat(starts[direct], d_counts), d_ids)
-        counts[direct] = d_counts
-        return ids, counts
-
-    def _encode_marked(self, marked: str) -> tuple[np.ndarray, np.ndarray]:
         words = marked.split()
         cache = self._cache
         try:
@@ -251,9 +251,9 @@ class XlmrSentencePiece:
             self._fill_cache(words)
             buf = b"".join(map(cache.__getitem__, words))
         ids = np.frombuffer(buf, dtype=np.int32)
-        bounds = np.flatnonzero(ids == _BOUNDARY_ID)  # one per boundary word
-        counts = np.diff(bounds, prepend=-1, append=len(ids)) - 1
-        return (np.delete(ids, bounds) if len(bounds) else ids.copy()), counts
+        bounds = np.flatnonzero(ids == _BOUNDARY_ID)  # one per piece
+        counts = np.diff(bounds, append=len(ids)) - 1
+        return np.delete(ids, bounds), counts
 
     def _fill_cache(self, words: list[str]) -> None:
         cache = self._cache
@@ -263,10 +263,10 @@ class XlmrSentencePiece:
             cache.update(_MARKER_IDS)
             missing = set(words).difference(cache)
         todo = sorted(missing)
-        word = [w for w in todo if w[0] != _CONT]
-        cont = [w[1:] for w in todo if w[0] == _CONT]
+        word = [w for w in todo if w[0] != CONT_MARK]
+        cont = [w[1:] for w in todo if w[0] == CONT_MARK]
         # one thread: parallelism comes from worker processes, not spm's own thread pool
-        for keys, proc, prefix in ((word, self.sp, ""), (cont, self.sp_cont, _CONT)):
+        for keys, proc, prefix in ((word, self.sp, ""), (cont, self.sp_cont, CONT_MARK)):
             if keys:
                 for w, ids in zip(keys, proc.encode(keys, num_threads=1)):
                     cache[prefix + w] = np.array(ids, dtype=np.int32).tobytes()
@@ -284,6 +284,15 @@ class XlmrSentencePiece:
                 for i, ids in zip(idx, proc.encode([texts[i] for i in idx], num_threads=1)):
                     out[i] = ids
         return out
+
+    @property
+    def gap_table(self) -> np.ndarray:
+        """``word_gaps`` as a boolean table indexed by code point."""
+        if self._gap_table is None:
+            table = np.zeros(0x110000, dtype=bool)
+            table[[ord(c) for c in self.word_gaps]] = True
+            self._gap_table = table
+        return self._gap_table
 
     def _word_gaps(self) -> frozenset[str]:
         """Characters that separate words for this model: whitespace its normaliser keeps as a space

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from data_prep.sentences import split_sentences
+from data_prep.sentences import split_paragraphs, split_sentences
 
 
 def sentences(text: str, lang: str, protected=()) -> list[str]:
@@ -69,3 +69,31 @@ def test_spans_cover_all_text():
         covered.update(range(s, e))
     assert all(i in covered for i, ch in enumerate(text) if not ch.isspace())
     assert all(not text[s].isspace() and not text[e - 1].isspace() for s, e in spans)
+
+
+@pytest.mark.parametrize("lang", ["en", "de", "el", "ja", "th", "ar"])
+def test_batch_of_paragraphs_splits_like_each_paragraph_alone(lang):
+    """``split_paragraphs`` scans many NUL-separated paragraphs at once; every paragraph must split
+    exactly as it does alone, whatever stands at its edges (marks, closers, spaces, Thai, newlines)."""
+    import random
+
+    rng = random.Random(lang)
+    alphabet = ["a", "B", "c", "Dr", "3", "e.g", " ", "  ", "\n", ".", "!", "?", ";", "…", "»", "「", "」", "。", "！", "ก", "ข",
+                "\u00a0", "؟", "।"]
+    paragraphs = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 14))) for _ in range(400)]
+    protected = []
+    for p in paragraphs:  # a few protected spans per paragraph, sorted and disjoint
+        cuts = sorted(rng.sample(range(len(p) + 1), min(len(p) + 1, 2 * rng.randrange(0, 2))))
+        protected.append(list(zip(cuts[::2], cuts[1::2])))
+    text = "\x00".join(paragraphs)
+    bounds, pos = [], 0
+    for p in paragraphs:
+        bounds.append((pos, pos + len(p)))
+        pos += len(p) + 1
+    starts = [lo + s for (lo, _), spans in zip(bounds, protected) for s, _ in spans]
+    ends = [lo + e for (lo, _), spans in zip(bounds, protected) for _, e in spans]
+    spans, per_para = split_paragraphs(text, lang, bounds, starts, ends)
+    want = [[(lo + s, lo + e) for s, e in split_sentences(p, lang, prot)] for (lo, _), p, prot in zip(bounds, paragraphs, protected)]
+    assert per_para == [len(w) for w in want]
+    assert spans == [s for w in want for s in w]
+    assert sum(per_para) > 300  # the random paragraphs do split
