@@ -18,6 +18,7 @@ paragraph (sentence splitting, cutting) and per sentence (greedy packing), never
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -60,6 +61,32 @@ def _stable_order(*keys: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class _Text:
+    """The paragraph texts of a batch joined by NUL into one string, and the same as code points."""
+
+    joined: str
+    cp: np.ndarray  # uint32 code points of ``joined``
+    lo: np.ndarray  # int64 offset of each paragraph in ``joined``
+    hi: np.ndarray  # int64 end of each paragraph
+
+    @classmethod
+    def of(cls, texts: list[str]) -> _Text:
+        lens = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+        lo = np.cumsum(lens + 1) - (lens + 1)
+        joined = "\x00".join(texts)
+        cp = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype="<u4").copy()
+        return cls(joined, cp, lo, lo + lens)
+
+
+@functools.cache
+def _space_table() -> np.ndarray:
+    """``str.isspace`` (what ``str.strip`` and the regex ``\\s`` remove) indexed by code point."""
+    table = np.zeros(0x110000, dtype=bool)
+    table[[c for c in range(0x3001) if chr(c).isspace()]] = True  # no whitespace above U+3000
+    return table
+
+
+@dataclass
 class _Links:
     """The kept links of a batch, sorted by (paragraph, start, end), non-overlapping."""
 
@@ -69,16 +96,16 @@ class _Links:
     entity: list[int]
 
 
-def _non_empty_non_overlapping(texts: list[str], para, s, e, entity, counts: collections.Counter) -> _Links:
+def _non_empty_non_overlapping(text: _Text, para, s, e, entity, counts: collections.Counter) -> _Links:
     """Drop links whose anchor is empty or blank, then any link overlapping the last one kept."""
-    para, s, e, entity = para.tolist(), s.tolist(), e.tolist(), entity.tolist()
-    blank = [not texts[p][a:b].strip() for p, a, b in zip(para, s, e)]
-    if any(blank):
-        counts["links_empty"] += sum(blank)
-        keep = [i for i, b in enumerate(blank) if not b]
-        para, s, e, entity = ([x[i] for i in keep] for x in (para, s, e, entity))
+    a = text.lo[para] + s
+    solid = np.zeros(len(text.cp) + 1, dtype=np.int64)  # non-whitespace characters before each offset
+    np.cumsum(~_space_table()[text.cp], out=solid[1:])
+    blank = solid[a + (e - s)] == solid[a]
+    counts["links_empty"] += int(blank.sum())
+    para, s, e, entity = (x[~blank].tolist() for x in (para, s, e, entity))
     # sorted by start, so without an overlap between neighbours there is none at all
-    if any(p == q and a < b for p, q, a, b in zip(para[1:], para, s[1:], e)):
+    if any(p == q and x < y for p, q, x, y in zip(para[1:], para, s[1:], e)):
         kept = []
         for i in range(len(para)):
             if kept and para[kept[-1]] == para[i] and s[i] < e[kept[-1]]:
@@ -100,7 +127,7 @@ class PageProcessor:
         self.config = config
 
     # ------------------------------------------------------------ links
-    def _links(self, table, texts: list[str], para_page: np.ndarray, items, texts_len: np.ndarray, counts: collections.Counter) -> _Links:
+    def _links(self, table, text: _Text, para_page: np.ndarray, items, counts: collections.Counter) -> _Links:
         import pyarrow.compute as pc
 
         links = items.field("links")
@@ -114,6 +141,7 @@ class PageProcessor:
             return _Links([], [], [], [])
         s = start.fill_null(-1).to_numpy().astype(np.int64)
         e = end.fill_null(-1).to_numpy().astype(np.int64)
+        texts_len = text.hi - text.lo
         bad = (s < 0) | (e < s) | (e > texts_len[link_para]) | np.asarray(start.is_null()) | np.asarray(end.is_null())
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
@@ -134,9 +162,9 @@ class PageProcessor:
         counts["links_not_in_vocab"] += int(missing.sum())
         counts["links_redirect_loop"] += int(loop.sum())
         cand = np.flatnonzero(~missing & ~loop)
-        return _non_empty_non_overlapping(texts, link_para[cand], s[cand], e[cand], entity[cand], counts)
+        return _non_empty_non_overlapping(text, link_para[cand], s[cand], e[cand], entity[cand], counts)
     # ------------------------------------------------------------ cutting
-    def _cut(self, texts: list[str], links: _Links, counts: collections.Counter) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _cut(self, text: _Text, links: _Links, counts: collections.Counter) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Cut every paragraph at sentence and link boundaries and encode the pieces. Returns the ids
         of all pieces (concatenated), then per piece its number of ids, its code (the entity id of a
         mention, ``_NEW`` for text that starts a sentence, ``_CONT`` for text that continues one) and
@@ -149,11 +177,7 @@ class PageProcessor:
         a sentence that starts with a link gets an empty first piece, so every sentence starts with
         a ``_NEW`` piece.
         """
-        n_para = len(texts)
-        joined = "\x00".join(texts)
-        lens = np.fromiter(map(len, texts), dtype=np.int64, count=n_para)
-        para_lo = np.cumsum(lens + 1) - (lens + 1)
-        para_hi = para_lo + lens
+        joined, cp, para_lo, para_hi = text.joined, text.cp, text.lo, text.hi
         l_para = np.asarray(links.para, dtype=np.int64)
         a = para_lo[l_para] + np.asarray(links.start, dtype=np.int64)  # sorted: paragraphs are in order
         b = para_lo[l_para] + np.asarray(links.end, dtype=np.int64)
@@ -187,7 +211,6 @@ class PageProcessor:
         p_start, p_end, codes = p_start[order], p_end[order], codes[order]
         p_para = np.searchsorted(para_lo, p_start, side="right") - 1
         # "▁" only where a word starts: paragraph start, after a gap, or a leading gap
-        cp = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype="<u4").copy()
         gap = self.tok.gap_table
         is_gap = gap[cp[np.minimum(p_start, len(cp) - 1)]] if len(cp) else np.zeros(len(p_start), bool)
         word_start = (p_start == para_lo[p_para]) | (p_start == p_end) | is_gap | gap[cp[p_start - 1]]
@@ -195,7 +218,7 @@ class PageProcessor:
             pieces = [joined[x:y] for x, y in zip(p_start.tolist(), p_end.tolist())]
             ids, piece_len = self.tok.encode_pieces(pieces, word_start.tolist())
             return ids, piece_len, codes, p_para
-        cp[para_hi[:-1]] = 32  # the NULs become spaces
+        cp[para_hi[:-1]] = 32  # the NULs become spaces (the batch text is not used after this)
         mark = np.array([ord(c) for c in PIECE_MARK + CONT_MARK], dtype="<u4")
         take = np.ones((len(p_start), len(mark)), dtype=bool)
         take[:, -1] = ~word_start
@@ -275,11 +298,10 @@ class PageProcessor:
         paragraphs = paragraphs.combine_chunks() if paragraphs.num_chunks else pa.array([], paragraphs.type)
         para_page = pc.list_parent_indices(paragraphs).to_numpy()  # page of each paragraph
         items = paragraphs.flatten()
-        text = items.field("text").fill_null("")
-        texts = text.to_pylist()
-        links = self._links(table, texts, para_page, items, pc.utf8_length(text).to_numpy(), counts)
-        ids, piece_len, codes, piece_para = self._cut(texts, links, counts)
-        del texts
+        text = _Text.of(items.field("text").fill_null("").to_pylist())
+        links = self._links(table, text, para_page, items, counts)
+        ids, piece_len, codes, piece_para = self._cut(text, links, counts)
+        del text
         piece_start = np.cumsum(piece_len) - piece_len
         piece_page = para_page[piece_para]
 

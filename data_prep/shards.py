@@ -164,11 +164,7 @@ def _ordered_map(fn, tasks: Iterator, workers: int, processor: PageProcessor) ->
 # ---------------------------------------------------------------- one language
 def build_link_map(lang: str, vocab: EntityVocab, redirects: dict[str, str]) -> dict[str, int]:
     """title as linked -> entity id, redirects followed (LOOP for a looping chain); misses absent."""
-    link_map: dict[str, int] = {}
-    for entry in vocab.entries[4:]:
-        for title, entity_lang in entry.entities:
-            if entity_lang == lang:
-                link_map[title] = entry.id
+    link_map = dict(vocab.titles(lang))
     resolver = RedirectResolver(redirects)
     for title in redirects:
         final = resolver.resolve(title)

@@ -45,21 +45,25 @@ class EntityVocab:
 
     def __init__(self, entries: list[EntityEntry]):
         self.entries = entries
-        self._index: dict[tuple[str, str], int] = {}
+        self._by_lang: dict[str, dict[str, int]] = {}  # lang -> title -> id: one wiki's titles at once
         for e in entries:
             for title, lang in e.entities:
                 if lang is not None:
-                    self._index[(lang, title)] = e.id
+                    self._by_lang.setdefault(lang, {})[title] = e.id
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def lookup(self, lang: str, title: str) -> int | None:
         """Entity id of ``title`` (normalised, redirect-resolved) in wiki ``lang``, or None."""
-        return self._index.get((lang, title))
+        return self._by_lang.get(lang, {}).get(title)
+
+    def titles(self, lang: str) -> dict[str, int]:
+        """title -> entity id of every title of wiki ``lang`` (do not modify)."""
+        return self._by_lang.get(lang, {})
 
     def languages(self) -> set[str]:
-        return {lang for lang, _ in self._index}
+        return set(self._by_lang)
 
 
 def write_entity_vocab(path: str | Path, entries: Iterable[EntityEntry]) -> None:

@@ -434,3 +434,26 @@ def test_transformers_flat_entity_vocab_is_stored_as_jsonl(fixture, tmp_path):
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["entity_vocab"]["source_sha256"] == hashlib.sha256(flat.read_bytes()).hexdigest()
     assert manifest["entity_vocab"]["sha256"] == hashlib.sha256((tmp_path / "b" / "entity_vocab.jsonl").read_bytes()).hexdigest()
+
+
+def test_marked_batch_encoding_equals_piece_by_piece_encoding(fixture, tmp_path, monkeypatch):
+    """The fast path (all pieces of a batch marked in one string, words through the cache) gives
+    the same shards as slicing every piece out and encoding it on its own; text holding the mark
+    characters or an odd space sends its batch down the piece-by-piece path with the same result."""
+    root, dirs, vocab, spm = fixture
+    odd = [
+        (900, "Odd", ["A [[Bay]] with \ue000 and \ue001 marks.", "An [[Otter|otters]]\x1cswam \x85 in [[Bay|the bay]] today."]),
+        (901, "Plain", ["The [[Bay]] is calm. An [[Otter]]s swims."]),
+    ]
+    en = write_corpus(tmp_path / "corpora" / "en", "en", MULTILINGUAL["en"] + odd, MULTILINGUAL_REDIRECTS.get("en"))
+    corpora = [en, *(d for d in dirs if d.name != "en")]
+    fast = build_shards(corpora, vocab, spm, tmp_path / "fast", max_seq_length=24, valid_fraction=0.3, batch_pages=64, progress=False)
+    alone = build_shards(corpora, vocab, spm, tmp_path / "alone", max_seq_length=24, valid_fraction=0.3, batch_pages=1, progress=False)
+    monkeypatch.setattr(XlmrSentencePiece, "can_mark", lambda self, text: False)
+    slow = build_shards(corpora, vocab, spm, tmp_path / "slow", max_seq_length=24, valid_fraction=0.3, batch_pages=64, progress=False)
+    assert fast.fingerprint == slow.fingerprint == alone.fingerprint
+    assert _tree(tmp_path / "fast") == _tree(tmp_path / "slow")
+    tok = XlmrSentencePiece.load(spm)
+    rows = rows_by_page(tmp_path / "fast", "en")
+    decoded = [tok.decode(r["word_ids"][s:t]) for r in rows[900] + rows[901] for s, t in zip(r["entity_starts"], r["entity_ends"])]
+    assert decoded == ["Bay", "otters", "the bay", "Bay", "Otter"]
