@@ -48,9 +48,9 @@ def write_json(dest: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def write_parquet(dest: str | os.PathLike, table) -> None:
+def write_parquet(dest: str | os.PathLike, table, row_group_size: int | None = None) -> None:
     """Write a ``pyarrow.Table`` as parquet atomically."""
     import pyarrow.parquet as pq
 
     with atomic_path(dest) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)

@@ -58,6 +58,7 @@ PAGES_SCHEMA = pa.schema([("page_id", pa.int64()), ("title", pa.string()), ("par
 # page_id goes beyond DESIGN.md (title, target): page_props rows of redirect pages are keyed by page id.
 REDIRECTS_SCHEMA = pa.schema([("page_id", pa.int64()), ("title", pa.string()), ("target", pa.string())])
 
+PAGES_PER_ROW_GROUP = 1024
 DEFAULT_ROWS_PER_FILE = 20_000
 DEFAULT_PAGE_TIMEOUT = 30.0
 DEFAULT_WORKER_MEMORY_GB = 8.0
@@ -382,8 +383,9 @@ class _PagesWriter:
         table = pa.Table.from_batches(self.batches, schema=PAGES_SCHEMA)
         head, tail = table.slice(0, n), table.slice(n)
         name = f"pages-{len(self.files):05d}.parquet"
-        # combine_chunks: the file's bytes do not depend on how the rows arrived in batches
-        write_parquet(self.tmp_dir / name, head.combine_chunks())
+        # combine_chunks: the file's bytes do not depend on how the rows arrived in batches. Row groups
+        # of PAGES_PER_ROW_GROUP pages let the shards stage's workers each decode only their own part.
+        write_parquet(self.tmp_dir / name, head.combine_chunks(), row_group_size=PAGES_PER_ROW_GROUP)
         self.files.append(name)
         self.batches = tail.combine_chunks().to_batches() if tail.num_rows else []
         self.rows = tail.num_rows

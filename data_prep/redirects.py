@@ -16,7 +16,7 @@ def read_redirects(corpus_dir: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise InputError(f"{path}: missing (is {corpus_dir} the output of 'data_prep extract'?)")
     try:
-        table = pq.read_table(path, columns=["title", "target"])
+        table = pq.ParquetFile(path).read(columns=["title", "target"])
     except Exception as e:  # pyarrow raises several types for a broken file
         raise InputError(f"{path}: not a readable redirects table ({e})") from None
     return dict(zip(table.column("title").to_pylist(), table.column("target").to_pylist()))

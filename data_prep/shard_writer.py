@@ -22,6 +22,10 @@ class Chunk:
     entity_starts: np.ndarray  # int32
     entity_ends: np.ndarray  # int32
 
+    @classmethod
+    def concat(cls, chunks: list[Chunk]) -> Chunk:
+        return cls(**{f: np.concatenate([getattr(c, f) for c in chunks]) for f in SplitWriter.COLUMNS})
+
     def take(self, rows: np.ndarray) -> Chunk:
         """The rows where the boolean mask ``rows`` is true."""
         ent_rows = np.repeat(rows, self.entity_lens)

@@ -85,7 +85,9 @@ class ShardSummary:
 
 def is_validation(page_id: int, fraction: float) -> bool:
     """Stable split: depends on the page id only, never on the vocabulary, order or run."""
-    h = int.from_bytes(hashlib.sha1(str(int(page_id)).encode()).digest()[:8], "big")
+    if fraction <= 0.0:
+        return False
+    h = int.from_bytes(hashlib.sha1(b"%d" % page_id).digest()[:8], "big")
     return h < fraction * 2.0**64
 
 
@@ -97,38 +99,51 @@ def _init_worker(processor: PageProcessor) -> None:
     _WORKER = processor
 
 
-_TABLE: tuple[str, object] | None = None  # the pages file a worker is reading: (path, pyarrow.Table)
+_TABLE: tuple[tuple[str, int], object] | None = None  # the row group a worker is reading: ((path, index), table)
+TASK_PAGES = 1024  # pages per worker task at most (a task never spans row groups)
 
 
-def _read_rows(path: str, start: int, stop: int):
-    """Rows [start, stop) of a pages file. Workers read the pages themselves (the main process only
-    hands out row ranges), keeping the current file's table: tasks come in file order."""
+def _read_rows(path: str, group: int, start: int, stop: int):
+    """Rows [start, stop) of a row group of a pages file. Workers read the pages themselves (the main
+    process only hands out row ranges), keeping the current row group: a group is cut into several
+    tasks only when it holds more than TASK_PAGES pages, so usually one worker decodes each group."""
     global _TABLE
-    if _TABLE is None or _TABLE[0] != path:
+    if _TABLE is None or _TABLE[0] != (path, group):
         import pyarrow.parquet as pq
 
-        _TABLE = None  # drop the previous file first
-        _TABLE = (path, pq.read_table(path, columns=list(PAGE_COLUMNS), memory_map=True))
+        _TABLE = None  # drop the previous group first
+        _TABLE = ((path, group), pq.ParquetFile(path, memory_map=True).read_row_group(group, columns=list(PAGE_COLUMNS)))
     return _TABLE[1].slice(start, stop - start)
 
 
-def _process_rows(task: tuple[str, int, int]) -> tuple[int, dict[str, Chunk], collections.Counter]:
+def _process_rows(task: tuple[str, int, int, int, int]) -> tuple[int, dict[str, Chunk], collections.Counter]:
+    """One task: its pages in batches of ``batch_pages``, the sequences split into train and validation."""
     assert _WORKER is not None
-    page_ids, chunk, counts = _WORKER.process_table(_read_rows(*task))
+    path, group, start, stop, batch_pages = task
+    table = _read_rows(path, group, start, stop)
+    counts: collections.Counter = collections.Counter()
+    parts: dict[str, list[Chunk]] = {name: [] for name in SPLITS}
     fraction = _WORKER.config.valid_fraction
-    valid_pages = {int(p) for p in page_ids if is_validation(p, fraction)}
-    valid = np.fromiter(map(valid_pages.__contains__, chunk.page_ids.tolist()), dtype=bool, count=len(chunk.page_ids))
-    return len(page_ids), {"train": chunk.take(~valid), "validation": chunk.take(valid)}, counts
+    for at in range(0, len(table), batch_pages):
+        page_ids, chunk, batch_counts = _WORKER.process_table(table.slice(at, batch_pages))
+        counts.update(batch_counts)
+        valid_pages = {p for p in page_ids.tolist() if is_validation(p, fraction)}
+        valid = np.fromiter(map(valid_pages.__contains__, chunk.page_ids.tolist()), dtype=bool, count=len(chunk.page_ids))
+        parts["train"].append(chunk.take(~valid))
+        parts["validation"].append(chunk.take(valid))
+    return len(table), {name: Chunk.concat(c) for name, c in parts.items()}, counts
 
 
-def _row_ranges(corpus: Corpus, batch_pages: int) -> Iterator[tuple[str, int, int]]:
-    """Row ranges of the pages files, one per worker task (the output does not depend on them)."""
+def _row_ranges(corpus: Corpus, batch_pages: int) -> Iterator[tuple[str, int, int, int, int]]:
+    """Worker tasks: row ranges of the pages files' row groups (the output does not depend on them)."""
     import pyarrow.parquet as pq
 
     for f in corpus.page_files:
-        n = pq.ParquetFile(f).metadata.num_rows
-        for start in range(0, n, max(1, batch_pages)):
-            yield (str(f), start, min(start + batch_pages, n))
+        meta = pq.ParquetFile(f).metadata
+        for group in range(meta.num_row_groups):
+            n = meta.row_group(group).num_rows
+            for start in range(0, n, TASK_PAGES):
+                yield (str(f), group, start, min(start + TASK_PAGES, n), max(1, batch_pages))
 
 
 def _ordered_map(fn, tasks: Iterator, workers: int, processor: PageProcessor) -> Iterator:

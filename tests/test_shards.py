@@ -23,6 +23,7 @@ from corpus_builders import (
     write_vocab,
 )
 
+from data_prep import shards
 from data_prep.shards import build_shards
 from data_prep.spm import XlmrSentencePiece, train_spm
 
@@ -247,7 +248,7 @@ def _tree(path: Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def test_same_input_gives_identical_data_with_1_or_2_workers(fixture, tmp_path):
+def test_same_input_gives_identical_data_with_1_or_2_workers(fixture, tmp_path, monkeypatch):
     root, dirs, vocab, spm = fixture
     a = build_shards(dirs, vocab, spm, tmp_path / "a", max_seq_length=24, valid_fraction=0.3, workers=1, batch_pages=1, progress=False)
     b = build_shards(dirs, vocab, spm, tmp_path / "b", max_seq_length=24, valid_fraction=0.3, workers=2, batch_pages=1, progress=False)
@@ -258,6 +259,10 @@ def test_same_input_gives_identical_data_with_1_or_2_workers(fixture, tmp_path):
     # neither the data nor the fingerprint depends on how pages were batched into worker tasks
     d = build_shards(dirs, vocab, spm, tmp_path / "d", max_seq_length=24, valid_fraction=0.3, batch_pages=7, progress=False)
     assert d.fingerprint == a.fingerprint and _tree(tmp_path / "d") == ta
+    # nor on how row groups were cut into tasks
+    monkeypatch.setattr(shards, "TASK_PAGES", 2)
+    e = build_shards(dirs, vocab, spm, tmp_path / "e", max_seq_length=24, valid_fraction=0.3, workers=2, batch_pages=3, progress=False)
+    assert e.fingerprint == a.fingerprint and _tree(tmp_path / "e") == ta
     c = build_shards(dirs, vocab, spm, tmp_path / "c", max_seq_length=32, valid_fraction=0.3, progress=False)
     assert c.fingerprint != a.fingerprint
 
