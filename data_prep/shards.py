@@ -257,7 +257,7 @@ def build_shards(
     valid_fraction: float = 0.005,
     workers: int = 1,
     keep_no_entity: bool = False,
-    batch_pages: int = 64,
+    batch_pages: int = 256,
     progress: bool = True,
 ) -> ShardSummary:
     """Build OUT/{lang}/{train,validation}, OUT/manifest.json and copies of the model and vocabulary."""
