@@ -100,7 +100,7 @@ def _init_worker(processor: PageProcessor) -> None:
 
 
 _TABLE: tuple[tuple[str, int], object] | None = None  # the row group a worker is reading: ((path, index), table)
-TASK_PAGES = 1024  # pages per worker task at most (a task never spans row groups)
+TASK_PAGES = 4096  # pages per worker task at most: a task is a row group, cut only when bigger than this
 
 
 def _read_rows(path: str, group: int, start: int, stop: int):
