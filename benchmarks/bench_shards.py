@@ -69,7 +69,7 @@ def build_inputs(work: Path, copies: int, vocab_size: int, languages: set[str] |
         for k in range(copies):
             ids = pa.compute.add(table.column("page_id"), pa.scalar(k * 10_000_000, pa.int64()))
             parts.append(table.set_column(0, "page_id", ids))
-        pq.write_table(pa.concat_tables(parts), dst / "pages-00000.parquet", row_group_size=2000)
+        pq.write_table(pa.concat_tables(parts), dst / "pages-00000.parquet", row_group_size=1024)  # as extract writes
         for name in ("redirects.parquet", "siteinfo.json"):
             (dst / name).write_bytes((src / name).read_bytes())
         resolver = RedirectResolver(read_redirects(src))
