@@ -128,6 +128,8 @@ class PageProcessor:
 
     # ------------------------------------------------------------ links
     def _links(self, table, text: _Text, para_page: np.ndarray, items, counts: collections.Counter) -> _Links:
+        """The links of a batch checked (a span outside its paragraph is bad input), mapped to entity
+        ids and filtered: not in the vocabulary, redirect loop, blank anchor, overlapping (counted)."""
         import pyarrow.compute as pc
 
         links = items.field("links")
@@ -163,6 +165,7 @@ class PageProcessor:
         counts["links_redirect_loop"] += int(loop.sum())
         cand = np.flatnonzero(~missing & ~loop)
         return _non_empty_non_overlapping(text, link_para[cand], s[cand], e[cand], entity[cand], counts)
+
     # ------------------------------------------------------------ cutting
     def _cut(self, text: _Text, links: _Links, counts: collections.Counter) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Cut every paragraph at sentence and link boundaries and encode the pieces. Returns the ids
