@@ -2,10 +2,12 @@
 
     python benchmarks/bench_shards.py                      # sample x 300 copies, workers 1 and 2
     python benchmarks/bench_shards.py --languages en --copies 3000   # one bigger language: worker scaling
+    python benchmarks/bench_shards.py --spm sentencepiece.bpe.model  # XLM-R's model (or make_bench_spm.py's)
 
 The bundled sample dumps (every language) are extracted, their pages replicated ``--copies`` times
 (new page ids, same text) into fresh corpora, an entity vocabulary is made of every linked title and a
-unigram model is trained with ``train-spm``. Then, on the same machine and the same paragraph texts:
+unigram model is trained with ``train-spm`` (unless ``--spm`` names one). Then, on the same machine and
+the same paragraph texts:
 
 * bare: ``SentencePieceProcessor.encode(all paragraph texts, num_threads=1)`` and one ``encode(text)``
   call per paragraph, texts already in memory (nothing but the encoder); the faster is the reference;
@@ -22,15 +24,20 @@ reports for the CLI process, in MiB. Each configuration runs ``--repeat`` times;
 
 Caveats: the replicated pages make the tokeniser's word cache hit more often than on a real wiki (a
 small bias in the stage's favour), and per-language fixed costs (worker start, link map, writing)
-weigh more on these small corpora than on real ones. The model is trained on the tiny sample (a few
-thousand pieces); a unigram model that small encodes several times faster per token than XLM-R's
-250k-piece model, so "x bare" is pessimistic: with XLM-R it is 1 + extra / (bare us/token of XLM-R).
+weigh more on these small corpora than on real ones. Without ``--spm`` the model is trained on the
+tiny sample and has a few thousand pieces; such a model encodes several times faster per token than
+XLM-R's 250k-piece one, so bare sentencepiece looks fast and "x bare" comes out pessimistic. For figures
+that carry over to the real recipe pass ``--spm`` with XLM-R's ``sentencepiece.bpe.model`` or, where it
+cannot be downloaded, the 250k-piece unigram stand-in that ``benchmarks/make_bench_spm.py`` trains on
+word frequency lists. Such a model knows none of the sample's text, so its pieces are not fitted to
+it, as on a real wiki; languages it lacks (the stand-in has no Thai) encode as runs of ``<unk>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -40,7 +47,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data_prep" / "sample" / "dumps"
 
 
-def build_inputs(work: Path, copies: int, vocab_size: int, languages: set[str] | None = None) -> tuple[list[Path], Path, Path]:
+def build_inputs(
+    work: Path, copies: int, vocab_size: int, languages: set[str] | None = None, spm_model: Path | None = None,
+) -> tuple[list[Path], Path, Path]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -78,7 +87,10 @@ def build_inputs(work: Path, copies: int, vocab_size: int, languages: set[str] |
         dirs.append(dst)
     vocab = write_vocab(work / "vocab.jsonl", [(None, [(t, lang)]) for lang, t in sorted(titles)])
     spm = work / "sentencepiece.bpe.model"
-    train_spm([work / "extracted" / d.name for d in dirs], vocab_size, spm)
+    if spm_model is not None:
+        shutil.copyfile(spm_model, spm)
+    else:
+        train_spm([work / "extracted" / d.name for d in dirs], vocab_size, spm)
     return dirs, vocab, spm
 
 
@@ -126,11 +138,20 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--repeat", type=int, default=2, help="runs per configuration; the fastest is shown")
     ap.add_argument("--languages", default="", help="comma-separated subset of the sample's languages (default: all)")
+    ap.add_argument(
+        "--spm", type=Path, default=None,
+        help="use this sentencepiece model, e.g. XLM-R's sentencepiece.bpe.model or one from make_bench_spm.py, "
+        "instead of training a small one on the sample",
+    )
     args = ap.parse_args()
+    if args.spm is not None and not args.spm.is_file():
+        ap.error(f"--spm {args.spm}: no such file")
 
     with tempfile.TemporaryDirectory(prefix="bench_shards.") as tmp:
         work = Path(tmp)
-        dirs, vocab, spm = build_inputs(work, args.copies, args.vocab_size, set(filter(None, args.languages.split(","))))
+        dirs, vocab, spm = build_inputs(
+            work, args.copies, args.vocab_size, set(filter(None, args.languages.split(","))), args.spm,
+        )
         bare_s, batch_cpu, loop_cpu, tokens, chars = bare_encode(dirs, spm)
         bare_cpu = min(batch_cpu, loop_cpu)  # the reference: the faster way to call the encoder
         # the CLI's fixed start-up (interpreter, pyarrow, datasets, sentencepiece imports), subtracted below
