@@ -15,13 +15,15 @@ Each language contributes its top ``--words-per-language`` words as ``word<TAB>c
 being the word's frequency times a constant (rounded, at least 1), so the trainer sees each language's Zipf distribution and
 every language the same total weight. wordfreq folds case; for scripts with case a title-cased copy of
 every word gets ``--title-case-share`` of its count, since real text (and XLM-R's vocabulary) holds
-sentence-initial and proper-noun forms such as "▁The" and "▁London". It is a benchmark fixture, not a
+sentence-initial and proper-noun forms such as "▁The" and "▁London". Punctuation, which the lists
+lack, is added character by character. It is a benchmark fixture, not a
 tokeniser to train on: its pieces follow word lists, not running text.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import sys
 import tempfile
@@ -41,17 +43,44 @@ from data_prep.spm import XlmrSentencePiece  # noqa: E402
 # (about 30 s); words rarer than 1 in 2M (past rank ~40k in English) are counted once.
 SCALE = 2e6
 
+# Characters the word lists lack but every wiki page has: punctuation and symbols of the scripts in play
+# (wordfreq's words carry none), "ß" (folded to "ss") and the Arabic harakat (stripped). Each is one line
+# with a count as high as a common word's, so the trainer's character coverage keeps it; without them
+# commas, brackets and "。" would all be <unk>.
+PUNCTUATION_BLOCKS = [(0x21, 0x7F), (0xA1, 0x100), (0x600, 0x700), (0x964, 0x966), (0x2010, 0x2060), (0x20A0, 0x20C1),
+                      (0x3000, 0x3040), (0x30FB, 0x30FC)]
+FOLDED_LETTERS = "ß" + "".join(map(chr, range(0x064B, 0x0653)))
+EXTRA_CHAR_COUNT = round(SCALE * 1e-2)
+# The trainer's character coverage (0.9995, XLM-R's) is taken over these lists, where a CJK character
+# of a 20,000th-rank word weighs next to nothing, and would leave common ones such as "柏" (Berlin's)
+# as <unk>; XLM-R's alphabet, from 2.5 TB of text, has them. So the letters, marks and digits of each
+# language's top words are required characters.
+REQUIRED_FROM_TOP = 20_000
+
+
+def extra_chars() -> list[str]:
+    import unicodedata
+
+    punct = (chr(c) for a, b in PUNCTUATION_BLOCKS for c in range(a, b) if unicodedata.category(chr(c))[0] in "PS")
+    return sorted(set(punct) | set(FOLDED_LETTERS))
+
 
 def mluke_languages() -> list[str]:
     return list(yaml.safe_load((ROOT / "configs" / "data" / "mluke24.yaml").read_text())["languages"])
 
 
-def word_counts(languages: list[str], words_per_language: int, title_case_share: float) -> tuple[dict[str, int], list[str], list[str]]:
-    """(word -> summed count over languages, languages used, languages wordfreq lacks)."""
+def word_counts(
+    languages: list[str], words_per_language: int, title_case_share: float,
+) -> tuple[dict[str, int], set[str], list[str], list[str]]:
+    """(word -> summed count over languages, plus ``extra_chars``; required characters; languages used;
+    languages wordfreq lacks)."""
+    import unicodedata
+
     import wordfreq
 
     available = wordfreq.available_languages("best")
     counts: dict[str, int] = {}
+    required: set[str] = set()
     used, missing = [], []
     for lang in languages:
         if lang not in available:
@@ -60,15 +89,19 @@ def word_counts(languages: list[str], words_per_language: int, title_case_share:
         used.append(lang)
         freqs = wordfreq.get_frequency_dict(lang, "best")
         # top_n_list drops wordfreq's digit-smashed entries ("0000" standing for every 4-digit number)
-        for word in wordfreq.top_n_list(lang, words_per_language, "best"):
+        for rank, word in enumerate(wordfreq.top_n_list(lang, words_per_language, "best")):
             if "\t" in word or not word.strip():
                 continue
+            if rank < REQUIRED_FROM_TOP:
+                required.update(c for c in unicodedata.normalize("NFKC", word + word.upper()) if unicodedata.category(c)[0] in "LMN")
             n = max(1, round(freqs[word] * SCALE))
             counts[word] = counts.get(word, 0) + n
             title = word[:1].upper() + word[1:]
             if title_case_share > 0 and title != word:
                 counts[title] = counts.get(title, 0) + max(1, round(n * title_case_share))
-    return counts, used, missing
+    for ch in extra_chars():
+        counts[ch] = counts.get(ch, 0) + EXTRA_CHAR_COUNT
+    return counts, required, used, missing
 
 
 def make_bench_spm(
@@ -78,10 +111,11 @@ def make_bench_spm(
     """Train the model and write it to ``out`` atomically; (pieces, languages used, missing, TSV lines)."""
     import sentencepiece
 
-    counts, used, missing = word_counts(mluke_languages(), words_per_language, title_case_share)
+    counts, required, used, missing = word_counts(mluke_languages(), words_per_language, title_case_share)
     model = io.BytesIO()
-    with tempfile.TemporaryDirectory(prefix="make_bench_spm.") as tmp:
-        tsv = Path(tmp) / "words.tsv"
+    # in the temporary directory, so the model (which records its input's name) is byte-identical run to run
+    with tempfile.TemporaryDirectory(prefix="make_bench_spm.") as tmp, contextlib.chdir(tmp):
+        tsv = Path("words.tsv")
         # sorted: the same lists give the same file, whatever the dict order
         tsv.write_text("".join(f"{w}\t{n}\n" for w, n in sorted(counts.items())), encoding="utf-8")
         sentencepiece.set_random_generator_seed(seed)
@@ -100,6 +134,7 @@ def make_bench_spm(
             remove_extra_whitespaces=True,
             byte_fallback=False,
             character_coverage=0.9995,
+            required_chars="".join(sorted(required)),
             hard_vocab_limit=False,
             input_sentence_size=0,  # every word: no trainer-side sampling
             shuffle_input_sentence=False,
