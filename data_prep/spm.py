@@ -42,13 +42,12 @@ from data_prep.errors import InputError
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 FAIRSEQ_OFFSET = 1
 
-# ``encode_pieces`` joins many texts into one string: a boundary word between texts, and a prefix glued
-# to the first word of a text that continues a word. Private-use characters, so text never holds
-# them (checked per batch); the boundary word caches as one id that no model has.
+# ``encode_marked`` reads many texts joined into one string: a mark glued to the first word of each
+# text, and a second one after it when the text continues a word. Private-use characters, so text
+# never holds them (checked per batch); the piece mark encodes as one id that no model has.
 _PIECE, CONT_MARK = "\ue000", "\ue001"
-PIECE_MARK = f" {_PIECE} "
+PIECE_MARK = f" {_PIECE}"
 _BOUNDARY_ID = -1
-_MARKER_IDS = {_PIECE: np.array([_BOUNDARY_ID], dtype=np.int32).tobytes(), CONT_MARK: b""}
 
 
 # ---------------------------------------------------------------- protobuf wire format (tiny subset)
@@ -170,7 +169,7 @@ class XlmrSentencePiece:
             )
         self.word_gaps = self._word_gaps()
         self._gap_table: np.ndarray | None = None
-        self._cache: dict[str, bytes] = dict(_MARKER_IDS)  # word -> its spm ids as int32 bytes
+        self._cache: dict[str, bytes] = {}  # word (marks included) -> its spm ids as int32 bytes
         self._check_word_cache()
 
     @classmethod
@@ -235,8 +234,9 @@ class XlmrSentencePiece:
 
     def encode_marked(self, marked: str) -> tuple[np.ndarray, np.ndarray]:
         """spm ids of a batch of pieces written as one string, each piece preceded by ``PIECE_MARK``
-        and a continuing piece's first word glued to ``CONT_MARK`` (nothing but whitespace before
-        the first mark): the concatenated ids and the number of ids of each piece.
+        and a continuing piece also by ``CONT_MARK`` (nothing but whitespace before the first mark):
+        the concatenated ids and the number of ids of each piece. The marks glue to the piece's first
+        word, so they cost no words of their own.
 
         Each whitespace-separated word is encoded once and cached as packed int32 bytes: a unigram
         model whose pieces never span whitespace (XLM-R's) segments every word independently, so this
@@ -260,16 +260,18 @@ class XlmrSentencePiece:
         missing = set(words).difference(cache)
         if len(cache) + len(missing) > self.CACHE_LIMIT:  # simply start over: the next words refill it
             cache.clear()
-            cache.update(_MARKER_IDS)
-            missing = set(words).difference(cache)
-        todo = sorted(missing)
-        word = [w for w in todo if w[0] != CONT_MARK]
-        cont = [w[1:] for w in todo if w[0] == CONT_MARK]
-        # one thread: parallelism comes from worker processes, not spm's own thread pool
-        for keys, proc, prefix in ((word, self.sp, ""), (cont, self.sp_cont, CONT_MARK)):
-            if keys:
-                for w, ids in zip(keys, proc.encode(keys, num_threads=1)):
-                    cache[prefix + w] = np.array(ids, dtype=np.int32).tobytes()
+            missing = set(words)
+        keys = sorted(missing)
+        bare = [k[1:] if k[0] == _PIECE else k for k in keys]  # (no word is empty: split() drops those)
+        boundary = np.array([_BOUNDARY_ID], dtype=np.int32).tobytes()
+        for cont, proc in ((False, self.sp), (True, self.sp_cont)):
+            todo = [(k, b[1:] if cont else b) for k, b in zip(keys, bare) if (b[:1] == CONT_MARK) == cont]
+            texts = [t for _, t in todo if t]
+            # one thread: parallelism comes from worker processes, not spm's own thread pool
+            encoded = iter(proc.encode(texts, num_threads=1) if texts else ())
+            for k, t in todo:
+                ids = np.array(next(encoded) if t else [], dtype=np.int32).tobytes()
+                cache[k] = boundary + ids if k[0] == _PIECE else ids
 
     @staticmethod
     def _flatten(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
