@@ -23,14 +23,15 @@ cost per token. Scaling = 1-worker wall seconds / N-worker wall seconds. Peak RS
 reports for the CLI process, in MiB. Each configuration runs ``--repeat`` times; the fastest is shown.
 
 Caveats: the replicated pages make the tokeniser's word cache hit more often than on a real wiki (a
-small bias in the stage's favour), and per-language fixed costs (worker start, link map, writing)
-weigh more on these small corpora than on real ones. Without ``--spm`` the model is trained on the
-tiny sample and has a few thousand pieces; such a model encodes several times faster per token than
-XLM-R's 250k-piece one, so bare sentencepiece looks fast and "x bare" comes out pessimistic. For figures
-that carry over to the real recipe pass ``--spm`` with XLM-R's ``sentencepiece.bpe.model`` or, where it
-cannot be downloaded, the 250k-piece unigram stand-in that ``benchmarks/make_bench_spm.py`` trains on
-word frequency lists. Such a model knows none of the sample's text, so its pieces are not fitted to
-it, as on a real wiki; languages it lacks (the stand-in has no Thai) encode as runs of ``<unk>``.
+small bias in the stage's favour), and per-language fixed costs (worker start, link map, writing) weigh
+more on these small corpora than on real ones. Without ``--spm`` the model is trained on the tiny sample
+and has a few thousand pieces; such a model cuts text into more, shorter tokens and encodes each faster
+than XLM-R's 250k-piece one, so bare sentencepiece looks fast per token and "x bare" comes out
+pessimistic. For figures that carry over to the real recipe pass ``--spm`` with XLM-R's
+``sentencepiece.bpe.model`` or, where it cannot be downloaded, the 250k-piece unigram stand-in that
+``benchmarks/make_bench_spm.py`` trains on word frequency lists. Such a model knows none of the sample's
+text, so its pieces are not fitted to it, as on a real wiki; languages it lacks (the stand-in has no
+Thai) encode as runs of ``<unk>``.
 """
 
 from __future__ import annotations
