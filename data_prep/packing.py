@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_prep.errors import InputError
-from data_prep.sentences import split_paragraphs
+from data_prep.sentences import split_code_points
 from data_prep.shard_writer import Chunk
 from data_prep.spm import CONT_MARK, PIECE_MARK, XlmrSentencePiece
 
@@ -103,17 +103,18 @@ def _non_empty_non_overlapping(text: _Text, para, s, e, entity, counts: collecti
     np.cumsum(~_space_table()[text.cp], out=solid[1:])
     blank = solid[a + (e - s)] == solid[a]
     counts["links_empty"] += int(blank.sum())
-    para, s, e, entity = (x[~blank].tolist() for x in (para, s, e, entity))
+    para, s, e, entity = (x[~blank] for x in (para, s, e, entity))
     # sorted by start, so without an overlap between neighbours there is none at all
-    if any(p == q and x < y for p, q, x, y in zip(para[1:], para, s[1:], e)):
+    if ((para[1:] == para[:-1]) & (s[1:] < e[:-1])).any():
+        para, s, e, entity = (x.tolist() for x in (para, s, e, entity))
         kept = []
         for i in range(len(para)):
             if kept and para[kept[-1]] == para[i] and s[i] < e[kept[-1]]:
                 counts["links_overlapping"] += 1
             else:
                 kept.append(i)
-        para, s, e, entity = ([x[i] for i in kept] for x in (para, s, e, entity))
-    return _Links(para, s, e, entity)
+        return _Links(*([x[i] for i in kept] for x in (para, s, e, entity)))
+    return _Links(para.tolist(), s.tolist(), e.tolist(), entity.tolist())
 
 
 class PageProcessor:
@@ -173,7 +174,7 @@ class PageProcessor:
         mention, ``_NEW`` for text that starts a sentence, ``_CONT`` for text that continues one) and
         its paragraph.
 
-        The paragraphs are joined by NUL into one string, split into sentences in one scan, and the
+        The paragraphs are joined by NUL into one string, split into sentences with numpy, and the
         pieces are marked in place (``XlmrSentencePiece.encode_marked``): a mark is inserted before
         each piece with numpy on the code points, so no piece is ever sliced out as its own string.
         A sentence is [its text before the first link][link][text between links][link]...[the rest];
@@ -184,10 +185,8 @@ class PageProcessor:
         l_para = np.asarray(links.para, dtype=np.int64)
         a = para_lo[l_para] + np.asarray(links.start, dtype=np.int64)  # sorted: paragraphs are in order
         b = para_lo[l_para] + np.asarray(links.end, dtype=np.int64)
-        spans, _ = split_paragraphs(joined, self.lang, list(zip(para_lo.tolist(), para_hi.tolist())), a.tolist(), b.tolist())
-        counts["sentences"] += len(spans)
-        sent = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
-        s_start, s_end = sent[:, 0], sent[:, 1]
+        s_start, s_end, _ = split_code_points(joined, cp, para_lo, para_hi, self.lang, a, b)
+        counts["sentences"] += len(s_start)
         # a link belongs to the first sentence ending after its start (it may start in whitespace before it)
         l_sent = np.searchsorted(s_end, a, side="right")
         first = np.ones(len(a), dtype=bool)

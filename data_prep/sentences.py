@@ -20,8 +20,11 @@ No split ever falls inside a protected span (a link anchor).
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from collections.abc import Sequence
+
+import numpy as np
 
 # Abbreviations after which a period does not end a sentence (case-sensitive, without the final period).
 # Dotted forms like "e.g" / "z.B" / "т.е" are caught by the internal-period rule and need no entry.
@@ -156,3 +159,167 @@ def split_paragraphs(
             return spans, per_para
         lo, hi = paragraphs[pi]
         begin = _LEADING_SPACE.match(text, lo, hi).end()
+
+
+# ---------------------------------------------------------------- the same rules, vectorised
+# ``split_paragraphs`` above is the readable statement of the rules: a regex scan and a Python decision
+# per match. The shards stage runs the same rules with numpy over the code points of a whole batch
+# (``split_code_points``): the matches the regex would find are runs of marks, closers and whitespace,
+# and every decision but the abbreviation check on short words before a period is an array operation.
+# A test holds the two to the same output.
+_SPACE, _LATIN, _CJK, _DANDA, _ARABIC, _CLOSER, _OPENER, _NEWLINE, _THAI_CH, _THAI_SP, _SEP3, _DOT, _SEMI = (
+    1 << i for i in range(13)
+)
+_MAX_SHORT = max(max(map(len, ABBREVIATIONS)), 3)  # longer words before a period need no Python check
+
+
+@functools.cache
+def _char_flags() -> np.ndarray:
+    """One bit per character class the rules use, indexed by code point."""
+    flags = np.zeros(0x110000, dtype=np.uint16)
+    flags[[c for c in range(0x3001) if chr(c).isspace()]] |= _SPACE  # no whitespace above U+3000
+
+    def mark(chars: str, bit: int) -> None:
+        flags[[ord(c) for c in chars]] |= bit
+
+    mark(".!?…;", _LATIN)
+    mark("。！？｡", _CJK)
+    mark("।॥", _DANDA)
+    mark("؟۔", _ARABIC)
+    mark(_CLOSERS, _CLOSER)
+    mark(_OPENERS, _OPENER)
+    mark("\n", _NEWLINE)
+    flags[0x0E00:0x0E80] |= _THAI_CH
+    mark(" \t\u00a0", _THAI_SP)
+    mark(" \n\u00a0", _SEP3)
+    mark(".", _DOT)
+    mark(";", _SEMI)
+    return flags
+
+
+def _next_without(flags: np.ndarray, bit: int, at: np.ndarray) -> np.ndarray:
+    """For each position in ``at``: the first position >= it whose character lacks ``bit``."""
+    free = np.flatnonzero((flags & bit) == 0)
+    free = np.append(free, len(flags))
+    return free[np.searchsorted(free, at)]
+
+
+def _runs(has: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and ends of the runs of True in a boolean array."""
+    edges = np.diff(has.astype(np.int8), prepend=0, append=0)
+    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+
+
+def split_code_points(
+    text: str, cp: np.ndarray, lo: np.ndarray, hi: np.ndarray, lang: str, protected_starts: np.ndarray, protected_ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``split_paragraphs`` on the code points ``cp`` of ``text`` (paragraphs at ``lo``/``hi``, separated
+    by NUL): (span starts, span ends, span paragraph) as arrays, in order."""
+    n = len(cp)
+    flags = _char_flags()[cp]
+    space = (flags & _SPACE) != 0
+    # ---- what the regex would match: mark runs (with closers), then bare whitespace runs
+    starts, ends, nxts, kinds = [], [], [], []
+    for k, bit in enumerate((_LATIN, _CJK, _DANDA, _ARABIC)):
+        s, q = _runs((flags & bit) != 0)
+        e = _next_without(flags, _CLOSER, q)
+        if bit == _LATIN:  # the latin marks must be followed by whitespace
+            ok = np.zeros(len(e), dtype=bool)
+            ok[e < n] = space[e[e < n]]
+            s, q, e = s[ok], q[ok], e[ok]
+        starts.append(s)
+        ends.append(e)
+        nxts.append(_next_without(flags, _SPACE, e))
+        kinds.append(np.full(len(s), k))
+    mark_end = np.sort(np.concatenate(ends))
+    ws, we = _runs(space)
+    # a whitespace run right after a mark match was eaten by its trailing \s*
+    eaten = np.zeros(len(ws), dtype=bool)
+    i = np.searchsorted(mark_end, ws)
+    eaten[i < len(mark_end)] = mark_end[i[i < len(mark_end)]] == ws[i < len(mark_end)]
+    ws, we = ws[~eaten], we[~eaten]
+    has_nl = np.flatnonzero((flags & _NEWLINE) != 0)
+    first_nl = np.append(has_nl, n)[np.searchsorted(has_nl, ws)]
+    kind_ws = np.where(first_nl < we, 5, -1)  # 5: newline, 6: Thai, -1: no match
+    end_ws = first_nl.copy()
+    if lang == "th":
+        prev_thai = np.zeros(len(ws), dtype=bool)
+        prev_thai[ws > 0] = (flags[ws[ws > 0] - 1] & _THAI_CH) != 0
+        next_thai = np.zeros(len(ws), dtype=bool)
+        next_thai[we < n] = (flags[we[we < n]] & _THAI_CH) != 0
+        inner = np.zeros(n + 1, dtype=np.int64)  # whitespace that is not [ \t\u00a0] before each offset
+        np.cumsum(space & ((flags & _THAI_SP) == 0), out=inner[1:])
+        thai = prev_thai & next_thai & (inner[we] == inner[ws])
+        kind_ws = np.where(thai, 6, kind_ws)
+        end_ws = np.where(thai, ws, end_ws)
+    m = kind_ws >= 0
+    starts.append(np.where(kind_ws[m] == 6, ws[m], end_ws[m]))
+    ends.append(end_ws[m])
+    nxts.append(we[m])
+    kinds.append(kind_ws[m])
+    start, end, nxt, kind = (np.concatenate(x) for x in (starts, ends, nxts, kinds))
+    order = np.argsort(start, kind="stable")
+    start, end, nxt, kind = start[order], end[order], nxt[order], kind[order]
+
+    # ---- the decisions
+    para = np.searchsorted(lo, start, side="right") - 1
+    lead = _next_without(flags, _SPACE, lo)
+    keep = (nxt < hi[para]) & (end > lead[para])
+    latin = keep & (kind == 0)
+    li = np.flatnonzero(latin)
+    if len(li):
+        mark_len = _next_without(flags, _LATIN, start[li]) - start[li]  # the marks without closers
+        semis = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum((flags & _SEMI) != 0, out=semis[1:])
+        drop = (semis[start[li] + mark_len] > semis[start[li]]) & (lang != "el")
+        j = _next_without(flags, _OPENER, nxt[li])
+        inside = j < hi[para[li]]
+        lower = np.zeros(len(li), dtype=bool)
+        lower[inside] = [chr(c).islower() for c in cp[j[inside]].tolist()]
+        drop |= lower
+        # a lone period: the word before it may be an abbreviation, an initial or an ordinal
+        period = ~drop & (mark_len == 1) & ((flags[start[li]] & _DOT) != 0)
+        pi = li[period]
+        seps = np.flatnonzero((flags & _SEP3) != 0)
+        k = np.searchsorted(seps, start[pi]) - 1
+        word_start = np.maximum(np.where(k >= 0, seps[np.maximum(k, 0)] + 1, 0), lo[para[pi]])
+        dots = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum((flags & _DOT) != 0, out=dots[1:])
+        stripped = _next_without(flags, _OPENER, word_start)
+        stripped = np.minimum(stripped, start[pi])
+        dotted = dots[start[pi]] > dots[stripped]  # "." inside the word
+        short = ~dotted & (start[pi] - stripped <= _MAX_SHORT)
+        not_end = dotted.copy()
+        for idx in np.flatnonzero(short).tolist():
+            word = text[stripped[idx] : start[pi[idx]]]
+            not_end[idx] = (
+                word in ABBREVIATIONS
+                or (len(word) == 1 and word.isalpha())
+                or (lang in ORDINAL_PERIOD_LANGS and word.isdigit() and len(word) <= 3)
+            )
+        period_drop = np.zeros(len(li), dtype=bool)
+        period_drop[np.flatnonzero(period)[not_end]] = True
+        keep[li[drop | period_drop]] = False
+    if len(protected_starts):
+        i = np.searchsorted(protected_starts, nxt, side="left")
+        covered = np.zeros(len(nxt), dtype=bool)
+        covered[i > 0] = protected_ends[i[i > 0] - 1] > end[i > 0]
+        keep &= ~covered
+    start, end, nxt, kind, para = start[keep], end[keep], nxt[keep], kind[keep], para[keep]
+    solid = np.flatnonzero(~space)
+    nl = kind == 5  # a newline boundary ends at the last non-space before it
+    end[nl] = solid[np.searchsorted(solid, end[nl]) - 1] + 1
+
+    # ---- spans: [lead, boundary, boundary, ..., last non-space] per paragraph
+    n_para = len(lo)
+    k = np.searchsorted(solid, hi) - 1
+    final = np.where((k >= 0) & (solid[np.maximum(k, 0)] >= lo), solid[np.maximum(k, 0)] + 1, lead)
+    b_para = np.concatenate([np.arange(n_para), para])
+    begins = np.concatenate([lead, nxt])
+    e_para = np.concatenate([para, np.arange(n_para)])
+    finals = np.concatenate([end, final])
+    bo = np.lexsort((begins, b_para))
+    eo = np.lexsort((finals, e_para))
+    begins, finals, span_para = begins[bo], finals[eo], b_para[bo]
+    ok = finals > begins
+    return begins[ok], finals[ok], span_para[ok]

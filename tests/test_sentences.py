@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from data_prep.sentences import split_paragraphs, split_sentences
+from data_prep.sentences import split_code_points, split_paragraphs, split_sentences
 
 
 def sentences(text: str, lang: str, protected=()) -> list[str]:
@@ -71,16 +72,14 @@ def test_spans_cover_all_text():
     assert all(not text[s].isspace() and not text[e - 1].isspace() for s, e in spans)
 
 
-@pytest.mark.parametrize("lang", ["en", "de", "el", "ja", "th", "ar"])
-def test_batch_of_paragraphs_splits_like_each_paragraph_alone(lang):
-    """``split_paragraphs`` scans many NUL-separated paragraphs at once; every paragraph must split
-    exactly as it does alone, whatever stands at its edges (marks, closers, spaces, Thai, newlines)."""
+def _random_batch(lang: str, count: int, seed: int = 0):
+    """Random NUL-joined paragraphs over the characters the rules care about, with protected spans."""
     import random
 
-    rng = random.Random(lang)
-    alphabet = ["a", "B", "c", "Dr", "3", "e.g", " ", "  ", "\n", ".", "!", "?", ";", "…", "»", "「", "」", "。", "！", "ก", "ข",
-                "\u00a0", "؟", "।"]
-    paragraphs = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 14))) for _ in range(400)]
+    rng = random.Random(f"{lang}{seed}")
+    alphabet = ["a", "B", "c", "Dr", "e.g", "J", "3", "12", "1234", " ", "  ", "\n", " \n ", "\t", "\u3000", ".", "!", "?",
+                ";", "…", "»", ")", '"', "(", "«", "「", "」", "。", "！", "ก", "ข", "\u00a0", "؟", "।", "й", "Z"]
+    paragraphs = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 16))) for _ in range(count)]
     protected = []
     for p in paragraphs:  # a few protected spans per paragraph, sorted and disjoint
         cuts = sorted(rng.sample(range(len(p) + 1), min(len(p) + 1, 2 * rng.randrange(0, 2))))
@@ -92,8 +91,31 @@ def test_batch_of_paragraphs_splits_like_each_paragraph_alone(lang):
         pos += len(p) + 1
     starts = [lo + s for (lo, _), spans in zip(bounds, protected) for s, _ in spans]
     ends = [lo + e for (lo, _), spans in zip(bounds, protected) for _, e in spans]
+    return paragraphs, protected, text, bounds, starts, ends
+
+
+@pytest.mark.parametrize("lang", ["en", "de", "el", "ja", "th", "ar"])
+def test_batch_of_paragraphs_splits_like_each_paragraph_alone(lang):
+    """``split_paragraphs`` scans many NUL-separated paragraphs at once; every paragraph must split
+    exactly as it does alone, whatever stands at its edges (marks, closers, spaces, Thai, newlines)."""
+    paragraphs, protected, text, bounds, starts, ends = _random_batch(lang, 400)
     spans, per_para = split_paragraphs(text, lang, bounds, starts, ends)
     want = [[(lo + s, lo + e) for s, e in split_sentences(p, lang, prot)] for (lo, _), p, prot in zip(bounds, paragraphs, protected)]
     assert per_para == [len(w) for w in want]
     assert spans == [s for w in want for s in w]
     assert sum(per_para) > 300  # the random paragraphs do split
+
+
+@pytest.mark.parametrize("lang", ["en", "de", "el", "ja", "th", "ar", "ru"])
+@pytest.mark.parametrize("seed", range(3))
+def test_vectorised_rules_equal_the_regex_rules(lang, seed):
+    """``split_code_points`` (numpy, what the shards stage runs) gives exactly the spans of
+    ``split_paragraphs`` (regex and Python, the readable statement of the rules)."""
+    _, _, text, bounds, starts, ends = _random_batch(lang, 3000, seed)
+    want, per_para = split_paragraphs(text, lang, bounds, starts, ends)
+    cp = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+    lo, hi = (np.array(x, dtype=np.int64) for x in zip(*bounds))
+    s, e, para = split_code_points(text, cp, lo, hi, lang, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64))
+    assert list(zip(s.tolist(), e.tolist())) == want
+    assert np.bincount(para, minlength=len(bounds)).tolist() == per_para
+    assert len(want) > 2000

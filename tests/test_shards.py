@@ -462,3 +462,35 @@ def test_marked_batch_encoding_equals_piece_by_piece_encoding(fixture, tmp_path,
     rows = rows_by_page(tmp_path / "fast", "en")
     decoded = [tok.decode(r["word_ids"][s:t]) for r in rows[900] + rows[901] for s, t in zip(r["entity_starts"], r["entity_ends"])]
     assert decoded == ["Bay", "otters", "the bay", "Bay", "Otter"]
+
+
+def test_blank_overlapping_and_cut_links(fixture, tmp_path):
+    """Links that cannot become mentions are dropped and counted by reason; a link may start in the
+    whitespace before its sentence; a mention longer than a whole sequence is cut and counted."""
+    root, dirs, vocab, spm = fixture
+    text = "  Lighthouse stands. The Bay and the Otter swim  ."
+    bay, otter = text.index("Bay"), text.index("Otter")
+    links = [
+        {"start": 0, "end": 12, "title": "Lighthouse"},  # starts in the leading whitespace
+        {"start": bay, "end": bay + 3, "title": "Bay"},
+        {"start": bay, "end": bay + 3, "title": "Otter"},  # the same span again: overlapping
+        {"start": bay + 1, "end": otter + 2, "title": "Otter"},  # overlaps the Bay link
+        {"start": otter - 1, "end": otter, "title": "Otter"},  # a blank anchor
+        {"start": otter, "end": otter, "title": "Otter"},  # an empty anchor
+        {"start": otter, "end": otter + 5, "title": "Otter"},
+    ]
+    corpus = write_corpus(tmp_path / "corpora" / "en", "en", [(1, "Page", [{"text": text, "links": links}])])
+    summary = build_shards([corpus], vocab, spm, tmp_path / "out", valid_fraction=0.0, progress=False)
+    lang = summary.languages["en"]
+    assert lang.seen == {"links": 7, "sentences": 2, "sentences_split": 0}
+    assert lang.dropped == {"links_empty": 2, "links_overlapping": 2}
+    tok = XlmrSentencePiece.load(spm)
+    [row] = load(tmp_path / "out", "en")
+    mentions = [(e, tok.decode(row["word_ids"][s:t])) for e, s, t in zip(row["entity_ids"], row["entity_starts"], row["entity_ends"])]
+    assert mentions == [(6, "Lighthouse"), (5, "Bay"), (9, "Otter")]
+    assert tok.decode(row["word_ids"]) == tok.decode(tok.encode(text))
+    # a 4-token sequence leaves room for 2 tokens: longer mentions cannot fit whole
+    cut = build_shards([corpus], vocab, spm, tmp_path / "cut", max_seq_length=4, valid_fraction=0.0, keep_no_entity=True, progress=False)
+    n_tokens = [len(tok.encode(x)) for x in ("Lighthouse", "Bay", "Otter")]  # the mentions kept above
+    assert cut.languages["en"].dropped["mentions_cut"] == sum(n > 2 for n in n_tokens)
+    assert cut.languages["en"].seen["sentences_split"] == 2
