@@ -197,17 +197,41 @@ def _char_flags() -> np.ndarray:
     return flags
 
 
-def _next_without(flags: np.ndarray, bit: int, at: np.ndarray) -> np.ndarray:
-    """For each position in ``at``: the first position >= it whose character lacks ``bit``."""
-    free = np.flatnonzero((flags & bit) == 0)
-    free = np.append(free, len(flags))
-    return free[np.searchsorted(free, at)]
+class _Changes:
+    """Where the character classes change along the text: one pass over all the code points, after
+    which every class's runs come from this short list."""
+
+    def __init__(self, flags: np.ndarray):
+        padded = np.zeros(len(flags) + 2, dtype=flags.dtype)
+        padded[1:-1] = flags
+        self.at = np.flatnonzero(padded[1:] != padded[:-1])  # offset of the first character after a change
+        self.before = padded[self.at]  # the classes before and after each change
+        self.after = padded[self.at + 1]
+
+    def runs(self, bit: int) -> _Runs:
+        return _Runs(self.at[((self.before ^ self.after) & bit) != 0])
+
+    def first_of_groups(self, bit: int) -> np.ndarray:
+        """Offsets of the first character of every group of consecutive characters having ``bit``
+        (whether a range holds such a character can be told from these alone)."""
+        return self.at[(self.after & bit) != 0]
 
 
-def _runs(has: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Starts and ends of the runs of True in a boolean array."""
-    edges = np.diff(has.astype(np.int8), prepend=0, append=0)
-    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+class _Runs:
+    """The maximal runs of characters of one class, as sorted starts and ends."""
+
+    def __init__(self, edges: np.ndarray):
+        self.starts, self.ends = edges[0::2], edges[1::2]
+
+    def skip(self, at: np.ndarray) -> np.ndarray:
+        """For each position in ``at``: the first position >= it outside every run."""
+        if not len(self.starts):
+            return at
+        i = np.searchsorted(self.starts, at, side="right") - 1
+        ok = i >= 0
+        inside = np.zeros(len(at), dtype=bool)
+        inside[ok] = at[ok] < self.ends[i[ok]]
+        return np.where(inside, self.ends[np.maximum(i, 0)], at)
 
 
 def split_code_points(
@@ -217,39 +241,45 @@ def split_code_points(
     by NUL): (span starts, span ends, span paragraph) as arrays, in order."""
     n = len(cp)
     flags = _char_flags()[cp]
-    space = (flags & _SPACE) != 0
+    changes = _Changes(flags)
+    space, closer, opener = changes.runs(_SPACE), changes.runs(_CLOSER), changes.runs(_OPENER)
+    positions = changes.first_of_groups
+
+    def count_between(pos: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.searchsorted(pos, b) - np.searchsorted(pos, a)
+
     # ---- what the regex would match: mark runs (with closers), then bare whitespace runs
     starts, ends, nxts, kinds = [], [], [], []
+    latin = None
     for k, bit in enumerate((_LATIN, _CJK, _DANDA, _ARABIC)):
-        s, q = _runs((flags & bit) != 0)
-        e = _next_without(flags, _CLOSER, q)
+        runs = changes.runs(bit)
+        s, e = runs.starts, closer.skip(runs.ends)
         if bit == _LATIN:  # the latin marks must be followed by whitespace
+            latin = runs
             ok = np.zeros(len(e), dtype=bool)
-            ok[e < n] = space[e[e < n]]
-            s, q, e = s[ok], q[ok], e[ok]
+            ok[e < n] = (flags[e[e < n]] & _SPACE) != 0
+            s, e = s[ok], e[ok]
         starts.append(s)
         ends.append(e)
-        nxts.append(_next_without(flags, _SPACE, e))
+        nxts.append(space.skip(e))
         kinds.append(np.full(len(s), k))
     mark_end = np.sort(np.concatenate(ends))
-    ws, we = _runs(space)
+    ws, we = space.starts, space.ends
     # a whitespace run right after a mark match was eaten by its trailing \s*
-    eaten = np.zeros(len(ws), dtype=bool)
-    i = np.searchsorted(mark_end, ws)
-    eaten[i < len(mark_end)] = mark_end[i[i < len(mark_end)]] == ws[i < len(mark_end)]
+    i = np.minimum(np.searchsorted(mark_end, ws), max(len(mark_end) - 1, 0))
+    eaten = mark_end[i] == ws if len(mark_end) else np.zeros(len(ws), dtype=bool)
     ws, we = ws[~eaten], we[~eaten]
-    has_nl = np.flatnonzero((flags & _NEWLINE) != 0)
-    first_nl = np.append(has_nl, n)[np.searchsorted(has_nl, ws)]
+    newlines = positions(_NEWLINE)
+    first_nl = np.append(newlines, n)[np.searchsorted(newlines, ws)]
     kind_ws = np.where(first_nl < we, 5, -1)  # 5: newline, 6: Thai, -1: no match
-    end_ws = first_nl.copy()
+    end_ws = first_nl
     if lang == "th":
         prev_thai = np.zeros(len(ws), dtype=bool)
         prev_thai[ws > 0] = (flags[ws[ws > 0] - 1] & _THAI_CH) != 0
         next_thai = np.zeros(len(ws), dtype=bool)
         next_thai[we < n] = (flags[we[we < n]] & _THAI_CH) != 0
-        inner = np.zeros(n + 1, dtype=np.int64)  # whitespace that is not [ \t\u00a0] before each offset
-        np.cumsum(space & ((flags & _THAI_SP) == 0), out=inner[1:])
-        thai = prev_thai & next_thai & (inner[we] == inner[ws])
+        # no whitespace but [ \t\u00a0] in the run
+        thai = prev_thai & next_thai & (changes.runs(_THAI_SP).skip(ws) >= we)
         kind_ws = np.where(thai, 6, kind_ws)
         end_ws = np.where(thai, ws, end_ws)
     m = kind_ws >= 0
@@ -263,57 +293,54 @@ def split_code_points(
 
     # ---- the decisions
     para = np.searchsorted(lo, start, side="right") - 1
-    lead = _next_without(flags, _SPACE, lo)
+    lead = space.skip(lo)
     keep = (nxt < hi[para]) & (end > lead[para])
-    latin = keep & (kind == 0)
-    li = np.flatnonzero(latin)
+    li = np.flatnonzero(keep & (kind == 0))
     if len(li):
-        mark_len = _next_without(flags, _LATIN, start[li]) - start[li]  # the marks without closers
-        semis = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum((flags & _SEMI) != 0, out=semis[1:])
-        drop = (semis[start[li] + mark_len] > semis[start[li]]) & (lang != "el")
-        j = _next_without(flags, _OPENER, nxt[li])
+        mark_stop = latin.skip(start[li])  # the marks without closers
+        drop = (count_between(positions(_SEMI), start[li], mark_stop) > 0) & (lang != "el")
+        j = opener.skip(nxt[li])
         inside = j < hi[para[li]]
         lower = np.zeros(len(li), dtype=bool)
         lower[inside] = [chr(c).islower() for c in cp[j[inside]].tolist()]
         drop |= lower
         # a lone period: the word before it may be an abbreviation, an initial or an ordinal
-        period = ~drop & (mark_len == 1) & ((flags[start[li]] & _DOT) != 0)
+        period = ~drop & (mark_stop - start[li] == 1) & ((flags[start[li]] & _DOT) != 0)
         pi = li[period]
-        seps = np.flatnonzero((flags & _SEP3) != 0)
-        k = np.searchsorted(seps, start[pi]) - 1
-        word_start = np.maximum(np.where(k >= 0, seps[np.maximum(k, 0)] + 1, 0), lo[para[pi]])
-        dots = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum((flags & _DOT) != 0, out=dots[1:])
-        stripped = _next_without(flags, _OPENER, word_start)
-        stripped = np.minimum(stripped, start[pi])
-        dotted = dots[start[pi]] > dots[stripped]  # "." inside the word
-        short = ~dotted & (start[pi] - stripped <= _MAX_SHORT)
+        dot = start[pi]
+        # the word starts after the last " ", "\n" or "\u00a0" before it (0: none)
+        seps = np.concatenate([[0], changes.runs(_SEP3).ends])
+        word_start = np.maximum(seps[np.searchsorted(seps, dot, side="right") - 1], lo[para[pi]])
+        stripped = np.minimum(opener.skip(word_start), dot)
+        dotted = count_between(positions(_DOT), stripped, dot) > 0  # "." inside the word
         not_end = dotted.copy()
-        for idx in np.flatnonzero(short).tolist():
-            word = text[stripped[idx] : start[pi[idx]]]
+        for idx in np.flatnonzero(~dotted & (dot - stripped <= _MAX_SHORT)).tolist():
+            word = text[stripped[idx] : dot[idx]]
             not_end[idx] = (
                 word in ABBREVIATIONS
                 or (len(word) == 1 and word.isalpha())
                 or (lang in ORDINAL_PERIOD_LANGS and word.isdigit() and len(word) <= 3)
             )
-        period_drop = np.zeros(len(li), dtype=bool)
-        period_drop[np.flatnonzero(period)[not_end]] = True
-        keep[li[drop | period_drop]] = False
+        keep[li[drop]] = False
+        keep[pi[not_end]] = False
     if len(protected_starts):
         i = np.searchsorted(protected_starts, nxt, side="left")
         covered = np.zeros(len(nxt), dtype=bool)
         covered[i > 0] = protected_ends[i[i > 0] - 1] > end[i > 0]
         keep &= ~covered
     start, end, nxt, kind, para = start[keep], end[keep], nxt[keep], kind[keep], para[keep]
-    solid = np.flatnonzero(~space)
-    nl = kind == 5  # a newline boundary ends at the last non-space before it
-    end[nl] = solid[np.searchsorted(solid, end[nl]) - 1] + 1
+    # a newline boundary ends at the last non-space before it (its whitespace run starts there)
+    nl = np.flatnonzero(kind == 5)
+    end[nl] = space.starts[np.searchsorted(space.starts, end[nl], side="right") - 1]
 
     # ---- spans: [lead, boundary, boundary, ..., last non-space] per paragraph
     n_para = len(lo)
-    k = np.searchsorted(solid, hi) - 1
-    final = np.where((k >= 0) & (solid[np.maximum(k, 0)] >= lo), solid[np.maximum(k, 0)] + 1, lead)
+    final = hi.copy()  # minus the whitespace run ending at hi, if any
+    if len(space.starts):
+        j = np.searchsorted(space.starts, hi, side="right") - 1
+        trail = (j >= 0) & (space.ends[np.maximum(j, 0)] == hi)
+        final[trail] = space.starts[j[trail]]
+    final = np.maximum(final, lead)
     b_para = np.concatenate([np.arange(n_para), para])
     begins = np.concatenate([lead, nxt])
     e_para = np.concatenate([para, np.arange(n_para)])

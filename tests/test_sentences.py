@@ -119,3 +119,21 @@ def test_vectorised_rules_equal_the_regex_rules(lang, seed):
     assert list(zip(s.tolist(), e.tolist())) == want
     assert np.bincount(para, minlength=len(bounds)).tolist() == per_para
     assert len(want) > 2000
+
+
+@pytest.mark.parametrize(
+    "paragraphs",
+    [[], [""], ["", ""], ["abc"], ["abc.", "x"], ["。"], ["   "], ["a. B"], ["\n"], ["e.g. X. Y"], ["ก ข"]],
+)
+def test_vectorised_rules_on_edge_batches(paragraphs):
+    """Batches without whitespace, marks, separators or text at all."""
+    text = "\x00".join(paragraphs)
+    lo = np.cumsum([0] + [len(p) + 1 for p in paragraphs[:-1]]).astype(np.int64)[: len(paragraphs)]
+    hi = lo + np.array([len(p) for p in paragraphs], dtype=np.int64)
+    cp = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+    none = np.zeros(0, dtype=np.int64)
+    for lang in ("en", "th"):
+        want, per_para = split_paragraphs(text, lang, list(zip(lo.tolist(), hi.tolist())), [], [])
+        s, e, para = split_code_points(text, cp, lo, hi, lang, none, none)
+        assert list(zip(s.tolist(), e.tolist())) == want
+        assert np.bincount(para, minlength=len(paragraphs)).tolist() == per_para
