@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_prep.errors import InputError
-from data_prep.sentences import split_code_points
+from data_prep.sentences import _char_flags, split_code_points
 from data_prep.shard_writer import Chunk
 from data_prep.spm import CONT_MARK, PIECE_MARK, XlmrSentencePiece
 
@@ -126,6 +126,15 @@ class PageProcessor:
         self.tok = tokenizer
         self.link_map = link_map
         self.config = config
+
+    def prepare(self) -> None:
+        """Do the one-time work (imports, lookup tables) now: called before worker processes are
+        forked, so each worker inherits it instead of repeating it for every language."""
+        import pyarrow.compute  # noqa: F401
+
+        _space_table()
+        _char_flags()
+        self.tok.gap_table  # noqa: B018
 
     # ------------------------------------------------------------ links
     def _links(self, table, text: _Text, para_page: np.ndarray, items, counts: collections.Counter) -> _Links:

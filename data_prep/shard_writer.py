@@ -83,14 +83,15 @@ class SplitWriter:
         def lists(values: np.ndarray, lens: np.ndarray) -> pa.Array:
             offsets = np.zeros(rows + 1, dtype=np.int32)
             np.cumsum(lens, out=offsets[1:])
-            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.int32()))
+            # (pa.array of an int32 numpy array is zero-copy; passing type= would convert value by value)
+            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.ascontiguousarray(values, dtype=np.int32)))
 
         columns = [
             lists(chunk.word_ids, chunk.word_lens),
             lists(chunk.entity_ids, chunk.entity_lens),
             lists(chunk.entity_starts, chunk.entity_lens),
             lists(chunk.entity_ends, chunk.entity_lens),
-            pa.array(chunk.page_ids, type=pa.int64()),
+            pa.array(np.ascontiguousarray(chunk.page_ids, dtype=np.int64)),
         ]
         self.writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self.schema))
 

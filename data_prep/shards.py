@@ -158,6 +158,7 @@ def _ordered_map(fn, tasks: Iterator, workers: int, processor: PageProcessor) ->
         finally:
             _TABLE = None
         return
+    processor.prepare()
     methods = mp.get_all_start_methods()
     ctx = mp.get_context("fork" if "fork" in methods else "spawn")
     # Forked workers share the parent's heap copy-on-write; a garbage collection in a worker would
