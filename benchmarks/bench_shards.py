@@ -13,7 +13,8 @@ the same paragraph texts:
   call per paragraph, texts already in memory (nothing but the encoder); the faster is the reference;
 * stage: ``python -m data_prep shards --workers N`` end to end in a fresh process (parquet read,
   redirects and vocabulary, sentence split, cut-aware encoding, packing, Arrow/datasets writing,
-  hashing), minus the interpreter's start-up and imports (measured alone and shown).
+  hashing), minus the interpreter's start-up, imports and loading the model (measured alone and
+  shown; the bare encoding does not count loading its model either).
 
 tokens/s/worker = tokens of the bare encoding / wall seconds / workers. "x bare (CPU)" = CPU seconds of
 the stage (main process and the workers it reaped) / CPU seconds of the reference bare encoding: the
@@ -155,13 +156,14 @@ def main() -> None:
         )
         bare_s, batch_cpu, loop_cpu, tokens, chars = bare_encode(dirs, spm)
         bare_cpu = min(batch_cpu, loop_cpu)  # the reference: the faster way to call the encoder
-        # the CLI's fixed start-up (interpreter, pyarrow, datasets, sentencepiece imports), subtracted below
-        startup = [timed_subprocess([sys.executable, "-c", "import data_prep.shards, datasets, pyarrow.parquet, sentencepiece"])
+        # the CLI's fixed start-up (interpreter, imports, the model loaded as the stage loads it), subtracted below
+        load = f"import data_prep.shards, datasets, pyarrow.parquet; data_prep.shards.XlmrSentencePiece.load({str(spm)!r})"
+        startup = [timed_subprocess([sys.executable, "-c", load])
                    for _ in range(args.repeat)]
         start_wall, start_cpu = min(x[0] for x in startup), min(x[1] for x in startup)
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other jobs make wall times noisy)")
         print(f"input: {len(dirs)} languages, {chars / 1e6:.1f} M characters of paragraph text, {tokens / 1e6:.2f} M tokens")
-        print(f"CLI start-up (imports), subtracted from the shards runs: {start_wall:.2f} s wall, {start_cpu:.2f} s CPU")
+        print(f"CLI start-up (imports, model load), subtracted from the shards runs: {start_wall:.2f} s wall, {start_cpu:.2f} s CPU")
         print(
             f"{'run':<30}{'wall s':>8}{'CPU s':>8}{'tokens/s/worker':>17}{'x bare (CPU)':>14}{'extra us/token':>16}"
             f"{'scaling':>9}{'peak RSS MiB':>14}"

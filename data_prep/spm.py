@@ -14,8 +14,7 @@ ids in transformers but stay plain text here (a page that mentions "<mask>" must
 For exact entity spans the text is cut at link boundaries and the pieces are encoded separately.
 A piece that continues a word (no whitespace before it) must not get the word-start "▁" that
 sentencepiece's ``add_dummy_prefix`` adds, so a second processor is loaded from the same model with
-that flag switched off (patched in the serialized proto: sentencepiece 0.2 has no per-call option,
-and protobuf is not a dependency). Many short pieces are encoded word by word through a cache
+that flag switched off in its ``ModelProto`` (sentencepiece 0.2 has no per-call option). Many short pieces are encoded word by word through a cache
 (``encode_pieces``): exact for XLM-R's kind of model, whose pieces never span whitespace, and checked
 against the model when it is loaded.
 """
@@ -50,75 +49,20 @@ PIECE_MARK = f" {_PIECE}"
 _BOUNDARY_ID = -1
 
 
-# ---------------------------------------------------------------- protobuf wire format (tiny subset)
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
+def model_proto(data: bytes):
+    """The parsed ``ModelProto`` of a sentencepiece model file's bytes."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(data)
+    return proto
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _fields(buf: bytes) -> list[tuple[int, int, bytes]]:
-    """Split a protobuf message into (field number, wire type, raw encoded field incl. tag)."""
-    out = []
-    pos = 0
-    while pos < len(buf):
-        start = pos
-        key, pos = _read_varint(buf, pos)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            _, pos = _read_varint(buf, pos)
-        elif wire == 1:
-            pos += 8
-        elif wire == 2:
-            n, pos = _read_varint(buf, pos)
-            pos += n
-        elif wire == 5:
-            pos += 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        if pos > len(buf):
-            raise ValueError("truncated protobuf message")
-        out.append((field, wire, buf[start:pos]))
-    return out
-
-
-def _payload(raw: bytes) -> bytes:
-    """The bytes of a length-delimited field (tag and length stripped)."""
-    _, pos = _read_varint(raw, 0)
-    n, pos = _read_varint(raw, pos)
-    return raw[pos : pos + n]
-
-
-def without_dummy_prefix(model_proto: bytes) -> bytes:
-    """The same model with ``normalizer_spec.add_dummy_prefix = false``.
-
-    ModelProto field 3 is the NormalizerSpec, whose field 3 is ``add_dummy_prefix`` (bool).
-    """
-    out = bytearray()
-    for field, wire, raw in _fields(model_proto):
-        if field == 3 and wire == 2:
-            spec = b"".join(r for f, _, r in _fields(_payload(raw)) if f != 3) + _varint(3 << 3) + _varint(0)
-            out += _varint((3 << 3) | 2) + _varint(len(spec)) + spec
-        else:
-            out += raw
-    return bytes(out)
+def without_dummy_prefix(data: bytes) -> bytes:
+    """The same model with ``normalizer_spec.add_dummy_prefix = false``."""
+    proto = model_proto(data)
+    proto.normalizer_spec.add_dummy_prefix = False
+    return proto.SerializeToString()
 
 
 # ---------------------------------------------------------------- tokeniser
@@ -311,7 +255,7 @@ class XlmrSentencePiece:
         not turn into a word boundary sends texts containing it to direct encoding.
         """
         sp = self.sp
-        spans_words = any("\u2581" in sp.id_to_piece(i)[1:] for i in range(sp.get_piece_size()))
+        spans_words = any("\u2581" in piece[1:] for piece in sp.id_to_piece(list(range(sp.get_piece_size()))))
         base = sp.encode("a b")
         squeezes = sp.encode("  a   b ") == base and self.sp_cont.encode("a  b ") == self.sp_cont.encode("a b")
         self._word_cache = not spans_words and squeezes

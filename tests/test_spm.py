@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from corpus_builders import write_multilingual
 
-from data_prep.spm import XlmrSentencePiece, _fields, _payload, train_spm
+from data_prep.spm import XlmrSentencePiece, model_proto, train_spm
 
 # text with characters the tiny model has never seen: emoji, rare CJK (𠮷 is outside the BMP), a
 # full-width Latin run, symbols, plus ordinary text in every fixture script and odd whitespace
@@ -100,15 +100,9 @@ def test_continuation_encoding_has_no_word_start_marker(model):
     assert tok.decode(tok.encode("s and more", word_start=False)) == "s and more"
 
 
-def _trainer_field(model_bytes: bytes, number: int) -> int:
-    spec = next(_payload(raw) for f, _, raw in _fields(model_bytes) if f == 2)
-    raw = next(raw for f, _, raw in _fields(spec) if f == number)
-    return raw[-1]
-
-
 def test_train_spm_is_xlmr_kind_and_deterministic(model, tmp_path):
     data = model.read_bytes()
-    assert _trainer_field(data, 3) == 1  # TrainerSpec.model_type: UNIGRAM
+    assert model_proto(data).trainer_spec.model_type == 1  # UNIGRAM
     tok = XlmrSentencePiece.load(model)
     assert not any(tok.sp.is_byte(i) for i in range(tok.spm_size))  # no byte fallback, like XLM-R
     assert tok.sp.pad_id() == -1
