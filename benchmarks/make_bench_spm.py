@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data_prep.atomic import atomic_path  # noqa: E402
-from data_prep.spm import XlmrSentencePiece  # noqa: E402
+from data_prep.spm import XLMR_KIND, XlmrSentencePiece  # noqa: E402
 
 # frequency -> count. The trainer's seed-piece search runs over the text with every line repeated
 # ``count`` times, so the counts must stay small: 2e6 makes that ~240M characters for 21 languages
@@ -142,16 +142,8 @@ def make_bench_spm(
             input=str(tsv),
             input_format="tsv",
             model_writer=model,
-            model_type="unigram",
             vocab_size=vocab_size,
-            unk_id=0,
-            bos_id=1,
-            eos_id=2,
-            pad_id=-1,
-            normalization_rule_name="nmt_nfkc",
-            add_dummy_prefix=True,
-            remove_extra_whitespaces=True,
-            byte_fallback=False,
+            **XLMR_KIND,
             character_coverage=0.9995,
             required_chars="".join(sorted(required)),
             hard_vocab_limit=False,

@@ -106,21 +106,30 @@ def split_paragraphs(
         return spans, per_para
     starts = protected_starts
     regex = _BOUNDARY_THAI if lang == "th" else _BOUNDARY
-    pi = 0
-    lo, hi = paragraphs[0]
-    begin = _LEADING_SPACE.match(text, lo, hi).end()
-    counted = 0
-    for m in regex.finditer(text, lo, paragraphs[-1][1]):
-        mstart = m.start()
-        while mstart >= hi:  # the paragraph ends before this match: close it, open the next
+    pi = -1
+    lo = hi = begin = counted = 0
+
+    def next_paragraph() -> bool:
+        """Close the current paragraph (its last sentence runs to its last non-space) and open the next."""
+        nonlocal pi, lo, hi, begin, counted
+        if pi >= 0:
             end = len(text[begin:hi].rstrip()) + begin
             if end > begin:
                 spans.append((begin, end))
             per_para.append(len(spans) - counted)
             counted = len(spans)
-            pi += 1
-            lo, hi = paragraphs[pi]
-            begin = _LEADING_SPACE.match(text, lo, hi).end()
+        pi += 1
+        if pi == len(paragraphs):
+            return False
+        lo, hi = paragraphs[pi]
+        begin = _LEADING_SPACE.match(text, lo, hi).end()
+        return True
+
+    next_paragraph()
+    for m in regex.finditer(text, lo, paragraphs[-1][1]):
+        mstart = m.start()
+        while mstart >= hi:  # the paragraph ends before this match
+            next_paragraph()
         kind = m.lastgroup
         end = m.end(kind)
         nxt = m.end()
@@ -148,17 +157,9 @@ def split_paragraphs(
                 continue
         spans.append((begin, end))
         begin = nxt
-    while True:
-        end = len(text[begin:hi].rstrip()) + begin
-        if end > begin:
-            spans.append((begin, end))
-        per_para.append(len(spans) - counted)
-        counted = len(spans)
-        pi += 1
-        if pi == len(paragraphs):
-            return spans, per_para
-        lo, hi = paragraphs[pi]
-        begin = _LEADING_SPACE.match(text, lo, hi).end()
+    while next_paragraph():
+        pass
+    return spans, per_para
 
 
 # ---------------------------------------------------------------- the same rules, vectorised

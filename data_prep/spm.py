@@ -280,6 +280,19 @@ class XlmrSentencePiece:
 
 
 # ---------------------------------------------------------------- training
+# What makes a trained model of XLM-R's kind: a unigram model, XLM-R's special pieces and normaliser.
+XLMR_KIND = dict(
+    model_type="unigram",
+    unk_id=0,
+    bos_id=1,
+    eos_id=2,
+    pad_id=-1,
+    normalization_rule_name="nmt_nfkc",
+    add_dummy_prefix=True,
+    remove_extra_whitespaces=True,
+    byte_fallback=False,
+)
+
 @dataclass
 class SpmTrainStats:
     languages: dict[str, int]  # lang -> sentences used
@@ -345,18 +358,10 @@ def train_spm(
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(sentences),
         model_writer=model,
-        model_type="unigram",
         vocab_size=vocab_size,
         hard_vocab_limit=False,  # a small corpus yields fewer pieces instead of failing
         character_coverage=character_coverage,
-        byte_fallback=False,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        normalization_rule_name="nmt_nfkc",
-        add_dummy_prefix=True,
-        remove_extra_whitespaces=True,
+        **XLMR_KIND,
         split_digits=False,
         max_sentence_length=1 << 16,
         input_sentence_size=0,  # the sample above is the whole input: no trainer-side sampling
