@@ -151,10 +151,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench_shards.") as tmp:
         work = Path(tmp)
-        dirs, vocab, spm = build_inputs(
-            work, args.copies, args.vocab_size, set(filter(None, args.languages.split(","))), args.spm,
-        )
-        bare_s, batch_cpu, loop_cpu, tokens, chars = bare_encode(dirs, spm)
+        # Inputs and the bare encoding are made in a spawned helper process: a child forked from a big
+        # parent would report the parent's memory as its own peak RSS.
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(1) as helper:
+            dirs, vocab, spm = helper.apply(
+                build_inputs, (work, args.copies, args.vocab_size, set(filter(None, args.languages.split(","))), args.spm)
+            )
+            bare_s, batch_cpu, loop_cpu, tokens, chars = helper.apply(bare_encode, (dirs, spm))
         bare_cpu = min(batch_cpu, loop_cpu)  # the reference: the faster way to call the encoder
         # the CLI's fixed start-up (interpreter, imports, the model loaded as the stage loads it), subtracted below
         load = f"import data_prep.shards, datasets, pyarrow.parquet; data_prep.shards.XlmrSentencePiece.load({str(spm)!r})"
