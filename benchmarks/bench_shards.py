@@ -160,6 +160,8 @@ def main() -> None:
                 build_inputs, (work, args.copies, args.vocab_size, set(filter(None, args.languages.split(","))), args.spm)
             )
             bare_s, batch_cpu, loop_cpu, tokens, chars = helper.apply(bare_encode, (dirs, spm))
+            helper.close()
+            helper.join()
         bare_cpu = min(batch_cpu, loop_cpu)  # the reference: the faster way to call the encoder
         # the CLI's fixed start-up (interpreter, imports, the model loaded as the stage loads it), subtracted below
         load = f"import data_prep.shards, datasets, pyarrow.parquet; data_prep.shards.XlmrSentencePiece.load({str(spm)!r})"
