@@ -9,23 +9,23 @@ a word starts at the text start or after a character the model's normaliser read
 Sentences of one page are packed greedily into sequences of at most ``max_seq_length - 2`` tokens.
 
 Speed: the stage should cost little more than encoding the text, so the batch is handled as columns.
-Pages come in as an Arrow table (no per-page dicts), the pieces of the whole batch are encoded in one
-call (``XlmrSentencePiece.encode_pieces``) into one flat id array, and sentences, mentions and
-sequences are then index ranges into that array, computed with numpy. Python loops remain per
-paragraph (sentence splitting, cutting) and per sentence (greedy packing), never per token.
+Pages come in as an Arrow table (no per-page dicts); the paragraphs of the batch are joined into one
+string, split into sentences and cut into pieces with numpy over its code points, and the pieces are
+encoded in one call (``XlmrSentencePiece.encode_marked``) into one flat id array. Sentences, mentions
+and sequences are then index ranges into that array. Python loops remain per sentence (greedy
+packing), never per token.
 """
 
 from __future__ import annotations
 
 import collections
-import functools
 import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 from data_prep.errors import InputError
-from data_prep.sentences import _char_flags, split_code_points
+from data_prep.sentences import SPACE, char_flags, split_code_points
 from data_prep.shard_writer import Chunk
 from data_prep.spm import CONT_MARK, PIECE_MARK, XlmrSentencePiece
 
@@ -66,6 +66,7 @@ class _Text:
 
     joined: str
     cp: np.ndarray  # uint32 code points of ``joined``
+    flags: np.ndarray  # ``sentences.char_flags()`` of each code point
     lo: np.ndarray  # int64 offset of each paragraph in ``joined``
     hi: np.ndarray  # int64 end of each paragraph
 
@@ -75,15 +76,7 @@ class _Text:
         lo = np.cumsum(lens + 1) - (lens + 1)
         joined = "\x00".join(texts)
         cp = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype="<u4").copy()
-        return cls(joined, cp, lo, lo + lens)
-
-
-@functools.cache
-def _space_table() -> np.ndarray:
-    """``str.isspace`` (what ``str.strip`` and the regex ``\\s`` remove) indexed by code point."""
-    table = np.zeros(0x110000, dtype=bool)
-    table[[c for c in range(0x3001) if chr(c).isspace()]] = True  # no whitespace above U+3000
-    return table
+        return cls(joined, cp, char_flags()[cp], lo, lo + lens)
 
 
 @dataclass
@@ -100,7 +93,7 @@ def _non_empty_non_overlapping(text: _Text, para, s, e, entity, counts: collecti
     """Drop links whose anchor is empty or blank, then any link overlapping the last one kept."""
     a = text.lo[para] + s
     solid = np.zeros(len(text.cp) + 1, dtype=np.int64)  # non-whitespace characters before each offset
-    np.cumsum(~_space_table()[text.cp], out=solid[1:])
+    np.cumsum((text.flags & SPACE) == 0, out=solid[1:])
     blank = solid[a + (e - s)] == solid[a]
     counts["links_empty"] += int(blank.sum())
     para, s, e, entity = (x[~blank] for x in (para, s, e, entity))
@@ -132,8 +125,7 @@ class PageProcessor:
         forked, so each worker inherits it instead of repeating it for every language."""
         import pyarrow.compute  # noqa: F401
 
-        _space_table()
-        _char_flags()
+        char_flags()
         self.tok.gap_table  # noqa: B018
 
     # ------------------------------------------------------------ links
@@ -194,7 +186,7 @@ class PageProcessor:
         l_para = np.asarray(links.para, dtype=np.int64)
         a = para_lo[l_para] + np.asarray(links.start, dtype=np.int64)  # sorted: paragraphs are in order
         b = para_lo[l_para] + np.asarray(links.end, dtype=np.int64)
-        s_start, s_end, _ = split_code_points(joined, cp, para_lo, para_hi, self.lang, a, b)
+        s_start, s_end, _ = split_code_points(joined, cp, para_lo, para_hi, self.lang, a, b, text.flags)
         counts["sentences"] += len(s_start)
         # a link belongs to the first sentence ending after its start (it may start in whitespace before it)
         l_sent = np.searchsorted(s_end, a, side="right")
@@ -274,8 +266,8 @@ class PageProcessor:
         return out_p, out_s, out_l
 
     def _pack(self, pages: list[int], starts: list[int], lens: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Greedy packing of one page's units (in order, contiguous in the token array) into sequences
-        of at most ``max_seq_length - 2`` tokens: (page, token start, length) per sequence."""
+        """Greedy packing of the units (in order, contiguous in the token array) into sequences of at
+        most ``max_seq_length - 2`` tokens that never cross pages: (page, token start, length) each."""
         limit = self.config.max_seq_length - 2
         seq_page: list[int] = []
         seq_start: list[int] = []

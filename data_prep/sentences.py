@@ -168,17 +168,18 @@ def split_paragraphs(
 # (``split_code_points``): the matches the regex would find are runs of marks, closers and whitespace,
 # and every decision but the abbreviation check on short words before a period is an array operation.
 # A test holds the two to the same output.
-_SPACE, _LATIN, _CJK, _DANDA, _ARABIC, _CLOSER, _OPENER, _NEWLINE, _THAI_CH, _THAI_SP, _SEP3, _DOT, _SEMI = (
+SPACE, _LATIN, _CJK, _DANDA, _ARABIC, _CLOSER, _OPENER, _NEWLINE, _THAI_CH, _THAI_SP, _SEP3, _DOT, _SEMI = (
     1 << i for i in range(13)
 )
 _MAX_SHORT = max(max(map(len, ABBREVIATIONS)), 3)  # longer words before a period need no Python check
 
 
 @functools.cache
-def _char_flags() -> np.ndarray:
-    """One bit per character class the rules use, indexed by code point."""
+def char_flags() -> np.ndarray:
+    """One bit per character class the rules use, indexed by code point (``SPACE`` is ``str.isspace``,
+    what ``str.strip`` and the regex ``\\s`` remove)."""
     flags = np.zeros(0x110000, dtype=np.uint16)
-    flags[[c for c in range(0x3001) if chr(c).isspace()]] |= _SPACE  # no whitespace above U+3000
+    flags[[c for c in range(0x3001) if chr(c).isspace()]] |= SPACE  # no whitespace above U+3000
 
     def mark(chars: str, bit: int) -> None:
         flags[[ord(c) for c in chars]] |= bit
@@ -236,14 +237,23 @@ class _Runs:
 
 
 def split_code_points(
-    text: str, cp: np.ndarray, lo: np.ndarray, hi: np.ndarray, lang: str, protected_starts: np.ndarray, protected_ends: np.ndarray
+    text: str,
+    cp: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    lang: str,
+    protected_starts: np.ndarray,
+    protected_ends: np.ndarray,
+    flags: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``split_paragraphs`` on the code points ``cp`` of ``text`` (paragraphs at ``lo``/``hi``, separated
-    by NUL): (span starts, span ends, span paragraph) as arrays, in order."""
+    by NUL): (span starts, span ends, span paragraph) as arrays, in order. ``flags`` is
+    ``char_flags()[cp]`` when the caller has it already."""
     n = len(cp)
-    flags = _char_flags()[cp]
+    if flags is None:
+        flags = char_flags()[cp]
     changes = _Changes(flags)
-    space, closer, opener = changes.runs(_SPACE), changes.runs(_CLOSER), changes.runs(_OPENER)
+    space, closer, opener = changes.runs(SPACE), changes.runs(_CLOSER), changes.runs(_OPENER)
     positions = changes.first_of_groups
 
     def count_between(pos: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -258,7 +268,7 @@ def split_code_points(
         if bit == _LATIN:  # the latin marks must be followed by whitespace
             latin = runs
             ok = np.zeros(len(e), dtype=bool)
-            ok[e < n] = (flags[e[e < n]] & _SPACE) != 0
+            ok[e < n] = (flags[e[e < n]] & SPACE) != 0
             s, e = s[ok], e[ok]
         starts.append(s)
         ends.append(e)

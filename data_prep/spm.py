@@ -155,12 +155,12 @@ class XlmrSentencePiece:
     def encode_pieces(self, texts: Sequence[str], word_start: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
         """spm ids (NOT shifted) of many texts, concatenated, and how many belong to each text;
         ``word_start[i]=False`` encodes text i without the leading "▁"."""
-        joined = "".join(texts)
-        if not self._word_cache or _PIECE in joined or CONT_MARK in joined:
+        if not self._cacheable("".join(texts)):
             return self._flatten(self._encode_direct(texts, word_start))
         odd = [i for i, t in enumerate(texts) if self._odd_space.search(t)] if self._odd_space is not None else []
         # the rare text with an odd space is encoded directly and spliced in where its ids belong
-        parts = ["" if i in odd else t for i, t in enumerate(texts)] if odd else texts
+        skip = set(odd)
+        parts = ["" if i in skip else t for i, t in enumerate(texts)] if odd else texts
         ids, counts = self.encode_marked("".join(PIECE_MARK + (t if ws else CONT_MARK + t.lstrip()) for t, ws in zip(parts, word_start)))
         if odd:
             d_ids, d_counts = self._flatten(self._encode_direct([texts[i] for i in odd], [word_start[i] for i in odd]))
@@ -172,9 +172,11 @@ class XlmrSentencePiece:
     def can_mark(self, text: str) -> bool:
         """Whether pieces of ``text`` can go through ``encode_marked``: the model qualifies for the word
         cache and the text holds neither a marker character nor an odd space."""
-        return self._word_cache and _PIECE not in text and CONT_MARK not in text and not (
-            self._odd_space is not None and self._odd_space.search(text)
-        )
+        return self._cacheable(text) and not (self._odd_space is not None and self._odd_space.search(text))
+
+    def _cacheable(self, text: str) -> bool:
+        """The model qualifies for the word cache and ``text`` holds no marker character."""
+        return self._word_cache and _PIECE not in text and CONT_MARK not in text
 
     def encode_marked(self, marked: str) -> tuple[np.ndarray, np.ndarray]:
         """spm ids of a batch of pieces written as one string, each piece preceded by ``PIECE_MARK``
