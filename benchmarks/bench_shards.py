@@ -59,7 +59,7 @@ def build_inputs(
     from corpus_builders import write_vocab
 
     from data_prep.corpus_reader import open_corpus
-    from data_prep.extract import extract
+    from data_prep.extract import PAGES_PER_ROW_GROUP, extract
     from data_prep.redirects import RedirectResolver, read_redirects
     from data_prep.spm import train_spm
 
@@ -80,7 +80,7 @@ def build_inputs(
         for k in range(copies):
             ids = pa.compute.add(table.column("page_id"), pa.scalar(k * 10_000_000, pa.int64()))
             parts.append(table.set_column(0, "page_id", ids))
-        pq.write_table(pa.concat_tables(parts), dst / "pages-00000.parquet", row_group_size=1024)  # as extract writes
+        pq.write_table(pa.concat_tables(parts), dst / "pages-00000.parquet", row_group_size=PAGES_PER_ROW_GROUP)
         for name in ("redirects.parquet", "siteinfo.json"):
             (dst / name).write_bytes((src / name).read_bytes())
         resolver = RedirectResolver(read_redirects(src))
