@@ -1,12 +1,16 @@
 """A batch of pages -> packed training sequences with exact entity spans (the per-page work of ``data_prep shards``).
 
 Links are looked up (redirects already folded into the link map), paragraphs split into sentences
-(never inside a link), the text cut at sentence and link boundaries and every piece encoded on its
-own, so no token straddles a mention and a mention is exactly a run of tokens. A piece that continues
+(links do not move the boundaries: a link crossing one is dropped and counted, as the reference mLUKE
+pipeline does; Thai, whose boundaries are guessed from spaces, never splits inside a link), the text cut at sentence and link boundaries and every piece encoded on its own, so no
+token straddles a mention and a mention is exactly a run of tokens. A piece that continues
 a word is encoded without sentencepiece's dummy "▁" prefix, so the cuts add no spurious word starts;
 a word starts at the text start or after a character the model's normaliser reads as whitespace
 (spaces, but also LRM/RLM, ZWSP, ZWNJ), so the tokens decode exactly like the paragraph encoded whole.
-Sentences of one page are packed greedily into sequences of at most ``max_seq_length - 2`` tokens.
+Sentences of fewer than ``min_sentence_tokens`` tokens are dropped with their mentions; the rest of
+a page is packed greedily into sequences of at most ``max_seq_length - 2`` tokens. A mention longer
+than ``max_mention_length`` is kept with its full span (counted as ``mentions_long``): the trainer
+reads only its first ``max_mention_length`` positions, as the reference does.
 
 Speed: the stage should cost little more than encoding the text, so the batch is handled as columns.
 Pages come in as an Arrow table (no per-page dicts); the paragraphs of the batch are joined into one
@@ -30,7 +34,9 @@ from data_prep.shard_writer import Chunk
 from data_prep.spm import CONT_MARK, PIECE_MARK, XlmrSentencePiece
 
 LOOP = -1  # link_map value for a title whose redirect chain loops
-SEEN = ("links", "sentences", "sentences_split")  # counters that are not drops
+# counters that are not drops: input seen, sentences cut to fit a sequence, mentions longer than
+# max_mention_length (kept whole; the trainer reads only their first max_mention_length tokens)
+SEEN = ("links", "sentences", "sentences_split", "mentions_long")
 _MISSING = -4  # a title not in the link map
 _NEW, _CONT = -2, -3  # piece codes (entity ids are >= 0): text that starts / continues a sentence
 
@@ -42,6 +48,7 @@ class ShardConfig:
     max_mention_length: int = 30
     valid_fraction: float = 0.005
     keep_no_entity: bool = False
+    min_sentence_tokens: int = 0  # sentences of fewer tokens are dropped with their links (mLUKE: 5)
 
     def check(self) -> None:
         if self.max_seq_length < 3:
@@ -50,6 +57,8 @@ class ShardConfig:
             raise InputError("--max-entity-length and --max-mention-length must be at least 1")
         if not 0.0 <= self.valid_fraction <= 1.0:
             raise InputError(f"--valid-fraction {self.valid_fraction}: must be in [0, 1]")
+        if self.min_sentence_tokens < 0:
+            raise InputError(f"--min-sentence-tokens {self.min_sentence_tokens}: must be >= 0")
 
 
 def _stable_order(*keys: np.ndarray) -> np.ndarray:
@@ -186,10 +195,21 @@ class PageProcessor:
         l_para = np.asarray(links.para, dtype=np.int64)
         a = para_lo[l_para] + np.asarray(links.start, dtype=np.int64)  # sorted: paragraphs are in order
         b = para_lo[l_para] + np.asarray(links.end, dtype=np.int64)
-        s_start, s_end, _ = split_code_points(joined, cp, para_lo, para_hi, self.lang, a, b, text.flags)
+        entity = np.asarray(links.entity, dtype=np.int64)
+        # The boundaries ignore the links, as in the reference, except in Thai: there they are guessed
+        # from spaces (the reference's ICU splitter finds almost none in Thai text), and a link with a
+        # space in it keeps its sentence whole instead of being lost.
+        keep_whole = (a, b) if self.lang == "th" else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        s_start, s_end, _ = split_code_points(joined, cp, para_lo, para_hi, self.lang, *keep_whole, text.flags)
         counts["sentences"] += len(s_start)
-        # a link belongs to the first sentence ending after its start (it may start in whitespace before it)
+        # a link belongs to the first sentence ending after its start (it may start in whitespace
+        # before it); one reaching into the next sentence crosses a boundary: dropped, its text stays
         l_sent = np.searchsorted(s_end, a, side="right")
+        nxt = np.append(s_start[1:], np.iinfo(np.int64).max)[np.minimum(l_sent, max(len(s_start) - 1, 0))]
+        crossing = b > nxt
+        if crossing.any():
+            counts["links_crossing_sentences"] += int(crossing.sum())
+            a, b, entity, l_sent = a[~crossing], b[~crossing], entity[~crossing], l_sent[~crossing]
         first = np.ones(len(a), dtype=bool)
         first[1:] = l_sent[1:] != l_sent[:-1]
         last = np.ones(len(a), dtype=bool)
@@ -204,7 +224,7 @@ class PageProcessor:
             (s_start[~has_link], s_end[~has_link], np.full((~has_link).sum(), _NEW)),
             (s_start[l_sent[lead]], a[lead], np.full(lead.sum(), _NEW)),
             (a[first & ~lead], a[first & ~lead], np.full((first & ~lead).sum(), _NEW)),  # empty: starts with a link
-            (a, b, np.asarray(links.entity, dtype=np.int64)),
+            (a, b, entity),
         ]
         between = ~last & (nxt_a > b)
         tail = last & (b < s_end[l_sent])
@@ -315,20 +335,49 @@ class PageProcessor:
         sent_page = piece_page[new]
         nonempty = sent_len > 0
         sent_start, sent_len, sent_page = sent_start[nonempty], sent_len[nonempty], sent_page[nonempty]
+        sent_para = piece_para[new][nonempty]
 
-        # mentions: a piece with an entity id, unless it encodes to nothing or to too many tokens
+        # mentions: a piece with an entity id, unless it encodes to nothing
         is_mention = codes >= 0
         m_len = piece_len[is_mention]
         counts["mentions_empty"] += int((m_len == 0).sum())
-        counts["mentions_too_long"] += int((m_len > self.config.max_mention_length).sum())
-        ok = (m_len > 0) & (m_len <= self.config.max_mention_length)
-        m_start = piece_start[is_mention][ok]
-        m_end = m_start + m_len[ok]
-        m_entity = codes[is_mention][ok]
+        ok = m_len > 0
+        m_start, m_len, m_entity = piece_start[is_mention][ok], m_len[ok], codes[is_mention][ok]
+        if self.config.min_sentence_tokens > 1:
+            ids, sent_start, sent_len, sent_page, m_start, m_len, m_entity = self._drop_short(
+                ids, sent_start, sent_len, sent_page, sent_para, m_start, m_len, m_entity, counts
+            )
+        counts["mentions_long"] += int((m_len > self.config.max_mention_length).sum())
+        m_end = m_start + m_len
 
         units = self._units(sent_page, sent_start, sent_len, m_start, m_end, counts)
         seq_page, seq_start, seq_len = self._pack(*units)
         return page_ids, self._columns(page_ids, ids, seq_page, seq_start, seq_len, m_start, m_end, m_entity, counts), counts
+
+    def _drop_short(self, ids, sent_start, sent_len, sent_page, sent_para, m_start, m_len, m_entity, counts):
+        """Remove the sentences of fewer than ``min_sentence_tokens`` tokens, their tokens and their
+        mentions; the kept sentences and mentions move down by the tokens removed before them.
+
+        Thai sentences are guessed from spaces, so they are much shorter than the reference's (its ICU
+        splitter seldom breaks Thai text inside a paragraph): there the whole paragraph is measured."""
+        if self.lang == "th":
+            para_len = np.bincount(sent_para, weights=sent_len)
+            short = para_len[sent_para] < self.config.min_sentence_tokens
+        else:
+            short = sent_len < self.config.min_sentence_tokens
+        if not short.any():
+            return ids, sent_start, sent_len, sent_page, m_start, m_len, m_entity
+        removed = np.where(short, sent_len, 0)
+        shift = np.cumsum(removed) - removed  # tokens of short sentences before each sentence
+        m_sent = np.searchsorted(sent_start, m_start, side="right") - 1
+        m_short = short[m_sent]
+        counts["sentences_short"] += int(short.sum())
+        counts["tokens_short_sentences"] += int(removed.sum())
+        counts["mentions_short_sentences"] += int(m_short.sum())
+        ids = ids[~np.repeat(short, sent_len)]  # the sentences cover the id array in order
+        keep = ~m_short
+        m_start = m_start[keep] - shift[m_sent[keep]]
+        return ids, (sent_start - shift)[~short], sent_len[~short], sent_page[~short], m_start, m_len[keep], m_entity[keep]
 
     def _columns(self, page_ids, ids, seq_page, seq_start, seq_len, m_start, m_end, m_entity, counts) -> Chunk:
         """The kept sequences as columns: mentions assigned to their sequence, at most

@@ -194,6 +194,7 @@ def run_pipeline(
             valid_fraction=s.valid_fraction,
             workers=cfg.workers,
             keep_no_entity=s.keep_no_entity,
+            min_sentence_tokens=s.min_sentence_tokens,
         )
         n_seq = sum(ls.sequences for ls in res.languages.values()) if hasattr(res, "languages") else "?"
         summary["shards"] = f"{n_seq} sequences in {out / 'shards'}"

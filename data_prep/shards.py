@@ -35,7 +35,7 @@ from data_prep.shard_writer import Chunk, SplitWriter, save_dataset
 from data_prep.spm import XlmrSentencePiece, sha256_file
 from data_prep.vocab_file import EntityVocab, read_entity_vocab, write_entity_vocab
 
-FORMAT_VERSION = 1  # bump when the output of the same input changes: invalidates resumable outputs
+FORMAT_VERSION = 2  # bump when the output of the same input changes: invalidates resumable outputs
 SPLITS = ("train", "validation")
 SPM_COPY = "sentencepiece.bpe.model"
 VOCAB_COPY = "entity_vocab.jsonl"
@@ -46,8 +46,8 @@ class LanguageSummary:
     lang: str
     pages: int
     splits: dict[str, dict[str, int]]  # split -> {sequences, tokens, entities}
-    seen: dict[str, int]  # input counted: links, sentences
-    dropped: dict[str, int]  # what was left out, by reason (links_not_in_vocab, mentions_too_long, ...)
+    seen: dict[str, int]  # input counted: links, sentences, sentences_split, mentions_long (kept whole)
+    dropped: dict[str, int]  # what was left out, by reason (links_not_in_vocab, sentences_short, ...)
     fingerprint: str
     input_hash: str
     skipped: bool = False  # True when an existing output was reused
@@ -260,9 +260,10 @@ def build_shards(
     keep_no_entity: bool = False,
     batch_pages: int = 256,
     progress: bool = True,
+    min_sentence_tokens: int = 0,
 ) -> ShardSummary:
     """Build OUT/{lang}/{train,validation}, OUT/manifest.json and copies of the model and vocabulary."""
-    config = ShardConfig(max_seq_length, max_entity_length, max_mention_length, valid_fraction, keep_no_entity)
+    config = ShardConfig(max_seq_length, max_entity_length, max_mention_length, valid_fraction, keep_no_entity, min_sentence_tokens)
     config.check()
     out = Path(out)
     tokenizer = XlmrSentencePiece.load(spm_model)
@@ -348,7 +349,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--max-seq-length", type=int, default=512, help="incl. <s> and </s>")
     parser.add_argument("--max-entity-length", type=int, default=128)
-    parser.add_argument("--max-mention-length", type=int, default=30)
+    parser.add_argument(
+        "--max-mention-length", type=int, default=30,
+        help="mention tokens the trainer reads; a longer mention is kept whole and counted (seen.mentions_long)",
+    )
+    parser.add_argument(
+        "--min-sentence-tokens", type=int, default=0,
+        help="drop sentences of fewer tokens with their links (mLUKE: 5; default 0 keeps all)",
+    )
     parser.add_argument("--valid-fraction", type=float, default=0.005)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--keep-no-entity", action="store_true", help="keep sequences without any entity")
@@ -359,6 +367,7 @@ def run_cli(args: argparse.Namespace) -> int:
         args.corpus, args.entity_vocab, args.spm, args.out, max_seq_length=args.max_seq_length,
         max_entity_length=args.max_entity_length, max_mention_length=args.max_mention_length,
         valid_fraction=args.valid_fraction, workers=args.workers, keep_no_entity=args.keep_no_entity,
+        min_sentence_tokens=args.min_sentence_tokens,
     )
     print(summary.line())
     return 0

@@ -102,7 +102,7 @@ def test_mentions_decode_to_their_anchor_text_in_every_script(fixture, tmp_path)
     dropped = summary.languages["en"].dropped
     assert dropped["links_not_in_vocab"] == 3  # Salt Festival, North Hills, Native plants
     assert dropped["links_redirect_loop"] == 1  # "Loop A" <-> "Loop B"
-    assert summary.languages["en"].seen == {"links": 15, "sentences": 12, "sentences_split": 0}  # counted by hand
+    assert summary.languages["en"].seen == {"links": 15, "sentences": 12, "sentences_split": 0, "mentions_long": 0}  # counted by hand
 
 
 def test_output_format_and_manifest(fixture, tmp_path):
@@ -123,7 +123,7 @@ def test_output_format_and_manifest(fixture, tmp_path):
     assert manifest["entity_vocab"]["sha256"] == hashlib.sha256(vocab.read_bytes()).hexdigest()
     assert manifest["limits"] == {
         "max_seq_length": 512, "max_entity_length": 128, "max_mention_length": 30, "valid_fraction": 0.5,
-        "keep_no_entity": False,
+        "keep_no_entity": False, "min_sentence_tokens": 0,
     }
     assert manifest["fingerprint"] == summary.fingerprint
     for lang in ("en", "de"):
@@ -172,7 +172,8 @@ def test_packing_limits_give_exact_sequences(fixture, tmp_path):
         return out
 
     ids = {"Bay": 5, "Harbour town": 4, "Grey River": 7, "Lighthouse": 6, "Old Mill": 8}
-    # "lighthouse" is 6 tokens with this model, every other anchor at most 4: a limit of 5 drops it alone
+    # "lighthouse" is 6 tokens with this model, every other anchor at most 4: with a limit of 5 it is
+    # the one long mention, kept with its whole span (the trainer reads its first 5 positions)
     mention_len = [b - a for a, b in spans(2)]
     assert mention_len[1] == 6 and max(mention_len[:1] + mention_len[2:]) <= 5
     out = tmp_path / "out"
@@ -187,9 +188,8 @@ def test_packing_limits_give_exact_sequences(fixture, tmp_path):
     while any(a < cut < b for a, b in s2):
         cut -= 1
     assert 0 < cut
-    kept2 = [(a, b) for a, b in s2 if b - a <= 5]
+    kept2 = s2
     names2 = ["Grey River", "Lighthouse", "Old Mill", "Bay"]
-    names2 = [n for n, (a, b) in zip(names2, s2) if b - a <= 5]
 
     def mentions(pairs, names, offset=0):
         return [(ids[n], a - offset, b - offset) for n, (a, b) in zip(names, pairs)]
@@ -211,7 +211,7 @@ def test_packing_limits_give_exact_sequences(fixture, tmp_path):
     assert all(len(r["word_ids"]) <= limit for r in rows)
     d = summary.languages["en"].dropped
     assert summary.languages["en"].seen["sentences_split"] == 1
-    assert d["mentions_too_long"] == 1
+    assert summary.languages["en"].seen["mentions_long"] == 1 and "mentions_too_long" not in d
     assert d["sequences_without_entities"] == 1 and d["tokens_without_entities"] == L[6]
     assert d.get("entities_over_limit", 0) == max(0, len(part1) - 3) + max(0, len(part2) - 3)
 
@@ -403,7 +403,7 @@ def test_whole_bundled_sample_round_trip(tmp_path):
             assert tok.decode([i for r in rows for i in r["word_ids"]]) == " ".join(texts), (corpus.lang, page["title"])
             checked += len(got)
         dropped = summary.languages[corpus.lang].dropped
-        assert not {"mentions_too_long", "mentions_cut", "entities_over_limit", "links_overlapping"} & set(dropped)
+        assert not {"mentions_cut", "entities_over_limit", "links_overlapping"} & set(dropped)
         assert dropped["links_not_in_vocab"] > 0
     assert checked == sum(s.entities for s in summary.languages.values()) > 300
 
@@ -482,7 +482,7 @@ def test_blank_overlapping_and_cut_links(fixture, tmp_path):
     corpus = write_corpus(tmp_path / "corpora" / "en", "en", [(1, "Page", [{"text": text, "links": links}])])
     summary = build_shards([corpus], vocab, spm, tmp_path / "out", valid_fraction=0.0, progress=False)
     lang = summary.languages["en"]
-    assert lang.seen == {"links": 7, "sentences": 2, "sentences_split": 0}
+    assert lang.seen == {"links": 7, "sentences": 2, "sentences_split": 0, "mentions_long": 0}
     assert lang.dropped == {"links_empty": 2, "links_overlapping": 2}
     tok = XlmrSentencePiece.load(spm)
     [row] = load(tmp_path / "out", "en")
@@ -494,3 +494,84 @@ def test_blank_overlapping_and_cut_links(fixture, tmp_path):
     n_tokens = [len(tok.encode(x)) for x in ("Lighthouse", "Bay", "Otter")]  # the mentions kept above
     assert cut.languages["en"].dropped["mentions_cut"] == sum(n > 2 for n in n_tokens)
     assert cut.languages["en"].seen["sentences_split"] == 2
+
+
+def test_short_sentences_and_links_crossing_a_sentence_boundary(fixture, tmp_path):
+    """As in the reference pipeline: a sentence of fewer than --min-sentence-tokens tokens is dropped
+    with its links; a link reaching over a sentence boundary is dropped (its text stays) and counted."""
+    root, dirs, vocab, spm = fixture
+    tok = XlmrSentencePiece.load(spm)
+    sentences = ["Bay.", "Otter.", "The harbour.", "Town is old."]
+    enc = [_sentence_tokens(tok, x) for x in sentences]
+    assert [len(e) for e in enc[:2]] == [4, 5] and min(len(e) for e in enc[2:]) >= 5
+    bay, otter = (len(tok.encode(x)) for x in ("Bay", "Otter"))  # the anchors: each sentence but its "."
+    assert (bay, otter) == (3, 4)
+    markup = "[[Bay]]. [[Otter]]. The [[Harbour town|harbour. Town]] is old."
+    corpus = write_corpus(tmp_path / "corpora" / "en", "en", [(1, "Page", [markup])])
+    assert " ".join(sentences) == para(markup)["text"]
+
+    summary = build_shards([corpus], vocab, spm, tmp_path / "out", valid_fraction=0.0, min_sentence_tokens=5, progress=False)
+    lang = summary.languages["en"]
+    assert lang.seen == {"links": 3, "sentences": 4, "sentences_split": 0, "mentions_long": 0}
+    assert lang.dropped == {
+        "links_crossing_sentences": 1, "sentences_short": 1, "tokens_short_sentences": 4, "mentions_short_sentences": 1,
+    }
+    [row] = load(tmp_path / "out", "en")
+    assert row["word_ids"] == enc[1] + enc[2] + enc[3]
+    assert (row["entity_ids"], row["entity_starts"], row["entity_ends"]) == ([9], [0], [otter])  # Otter
+
+    # the default keeps every sentence; the crossing link is dropped all the same
+    summary = build_shards([corpus], vocab, spm, tmp_path / "all", valid_fraction=0.0, progress=False)
+    assert summary.languages["en"].dropped == {"links_crossing_sentences": 1}
+    [row] = load(tmp_path / "all", "en")
+    assert row["word_ids"] == enc[0] + enc[1] + enc[2] + enc[3]
+    assert (row["entity_ids"], row["entity_starts"], row["entity_ends"]) == ([5, 9], [0, 4], [bay, 4 + otter])
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["limits"]["min_sentence_tokens"] == 5 and manifest["languages"]["en"]["dropped"]["sentences_short"] == 1
+
+
+def test_thai_sentences_are_kept_whole_around_links_and_measured_by_paragraph(fixture, tmp_path):
+    """Thai boundaries are guessed from spaces: a link with a space in it keeps its sentence whole, and
+    the minimum length applies to the paragraph (the reference's ICU splitter seldom breaks Thai text)."""
+    root, dirs, vocab, spm = fixture
+    tok = XlmrSentencePiece.load(spm)
+    text = "อ่าว ประภาคาร สูง"  # three space-separated "sentences"
+    links = [{"start": 0, "end": text.index(" สูง"), "title": "อ่าว"}]  # "อ่าว ประภาคาร": over the first space
+    corpus = write_corpus(tmp_path / "corpora" / "th", "th", [(1, "หน้า", [{"text": text, "links": links}])])
+    n = len(tok.encode(text))
+    words = [len(tok.encode(w)) for w in text.split()]
+    assert words[2] < 5 <= n  # the last "sentence" alone is short, the paragraph is not
+    summary = build_shards([corpus], vocab, spm, tmp_path / "out", valid_fraction=0.0, min_sentence_tokens=5, progress=False)
+    th = summary.languages["th"]
+    assert th.seen["sentences"] == 2 and th.dropped == {}
+    [row] = load(tmp_path / "out", "th")
+    anchor = len(tok.encode(text[: links[0]["end"]]))
+    assert row["word_ids"] == tok.encode(text).tolist()
+    assert (row["entity_ids"], row["entity_starts"], row["entity_ends"]) == ([5], [0], [anchor])  # อ่าว: Q2
+
+
+def test_a_mention_longer_than_max_mention_length_is_kept_whole(fixture, tmp_path):
+    """As in the reference: the entity stays, the shards keep its whole span (token offsets, end
+    exclusive), and the trainer's collator reads only its first max_mention_length positions."""
+    from pretrain.collator import MaskingConfig, mask_sample
+    from pretrain.data import Sample
+
+    root, dirs, vocab, spm = fixture
+    tok = XlmrSentencePiece.load(spm)
+    anchor = " ".join(["Lighthouse"] * 6)
+    text = f"The {anchor} stands."
+    a, n = len(tok.encode("The")), len(tok.encode(anchor))
+    assert n == 42
+    links = [{"start": 4, "end": 4 + len(anchor), "title": "Lighthouse"}]
+    corpus = write_corpus(tmp_path / "corpora" / "en", "en", [(1, "Page", [{"text": text, "links": links}])])
+    summary = build_shards([corpus], vocab, spm, tmp_path / "out", max_mention_length=30, valid_fraction=0.0, progress=False)
+    assert summary.languages["en"].seen["mentions_long"] == 1 and summary.languages["en"].dropped == {}
+    [row] = load(tmp_path / "out", "en")
+    assert row["word_ids"] == tok.encode(text).tolist()
+    assert (row["entity_ids"], row["entity_starts"], row["entity_ends"]) == ([6], [a], [a + n])
+
+    sample = Sample(0, "en", row["word_ids"], row["entity_ids"], row["entity_starts"], row["entity_ends"])
+    masked = mask_sample(sample, MaskingConfig(spm_size=tok.spm_size, max_mention_length=30), None)
+    assert masked.entity_position_ids.tolist() == [list(range(a + 1, a + 31))]  # +1: <s> comes first
+    wide = mask_sample(sample, MaskingConfig(spm_size=tok.spm_size, max_mention_length=50), None)
+    assert wide.entity_position_ids.tolist() == [list(range(a + 1, a + n + 1)) + [-1] * (50 - n)]
