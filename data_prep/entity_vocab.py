@@ -9,6 +9,9 @@ Pipeline (all counting is vectorised with pyarrow; no Python loop runs per link)
    redirect table; hops after the first only look at redirects that are themselves redirect targets).
    Titles still redirecting after ``max_hops`` are in a loop (or an absurd chain): dropped and counted.
    Targets that are not articles of that wiki (red links) are dropped unless ``keep_red_links``.
+   With ``per_language_top`` N only the language's N most linked targets stay (count descending, ties
+   by title in UTF-8 byte order), as the reference mLUKE recipe builds one vocabulary per language
+   before merging them: a target outside its language's top N adds neither its count nor its language.
 3. Still in the worker: look up each target's QID in this language's slice of the interwiki table;
    an entity without QID is complete already, so the cut-offs decide it here (dropped if its count is
    below ``min_count``, or at once if ``min_languages > 1``). Only QID rows and surviving plain rows
@@ -70,6 +73,7 @@ class LanguageCounts:
     dropped_empty: int = 0  # empty or null link title
     kept: int = 0  # occurrences counted in the vocabulary's candidates
     distinct_targets: int = 0  # distinct resolved targets kept
+    beyond_top: int = 0  # distinct targets left out by per_language_top (their occurrences are not in kept)
     targets_with_qid: int = 0  # of those, how many the interwiki table maps to a QID
     pruned_plain: int = 0  # targets without QID dropped in the worker by min_count / min_languages
     seconds: float = 0.0  # wall-clock seconds in the worker
@@ -275,6 +279,7 @@ def count_language(
     interwiki: str | Path | None = None,
     min_count: int = 1,
     min_languages: int = 1,
+    per_language_top: int | None = None,
 ):
     """Redirect-resolved, article-filtered link counts of one corpus with their QIDs.
 
@@ -305,6 +310,10 @@ def count_language(
         stats.dropped_red = red
         counts = counts.filter(is_article)
     counts = _merge_counts([counts]) if counts.num_rows else counts
+    if per_language_top is not None and counts.num_rows > per_language_top:
+        order = pc.sort_indices(counts, [("count", "descending"), ("title", "ascending")])
+        stats.beyond_top = counts.num_rows - per_language_top
+        counts = counts.take(order.slice(0, per_language_top))
     stats.kept = int(pc.sum(counts["count"]).as_py() or 0)
     stats.distinct_targets = counts.num_rows
     if interwiki is not None:
@@ -329,8 +338,7 @@ def count_language(
 
 
 def _count_language_task(args: tuple):
-    corpus, keep_red_links, interwiki, min_count, min_languages = args
-    return count_language(corpus, keep_red_links, interwiki, min_count, min_languages)
+    return count_language(*args)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -348,6 +356,7 @@ def build_entity_vocab(
     workers: int = 1,
     hf_out: str | Path | None = None,
     progress: bool = True,
+    per_language_top: int | None = None,
 ) -> VocabStats:
     """Build the entity vocabulary of ``corpora`` and write it (JSONL, optionally also HF's JSON)."""
 
@@ -356,6 +365,8 @@ def build_entity_vocab(
         raise InputError(f"--vocab-size {vocab_size}: must be at least {len(SPECIAL_TOKENS)} (the special entities)")
     if min_languages < 1 or min_count < 1:
         raise InputError("--min-languages and --min-count must be at least 1")
+    if per_language_top is not None and per_language_top < 1:
+        raise InputError(f"--per-language-top {per_language_top}: must be at least 1")
     if not corpora:
         raise InputError("--corpus: at least one extracted corpus is needed")
     by_lang: dict[str, Path] = {}
@@ -371,7 +382,7 @@ def build_entity_vocab(
 
     results: dict[str, tuple] = {}
     iw_arg = str(interwiki) if interwiki is not None else None
-    tasks = [(str(by_lang[lang]), keep_red_links, iw_arg, min_count, min_languages) for lang in langs]
+    tasks = [(str(by_lang[lang]), keep_red_links, iw_arg, min_count, min_languages, per_language_top) for lang in langs]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -547,6 +558,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-languages", type=int, default=1, help="keep entities linked in at least K languages")
     parser.add_argument("--min-count", type=int, default=1, help="keep entities linked at least C times in all")
     parser.add_argument("--keep-red-links", action="store_true", help="keep targets that are not articles (partial dumps)")
+    parser.add_argument(
+        "--per-language-top", type=int, metavar="N",
+        help="keep only each language's N most linked targets before the merge by QID (mLUKE: 1000000; default all)",
+    )
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="language-counting processes")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE.jsonl")
     parser.add_argument("--hf-out", type=Path, metavar="entity_vocab.json", help="also write transformers' flat format")
@@ -565,6 +580,7 @@ def run_cli(args: argparse.Namespace) -> int:
         workers=args.workers,
         hf_out=args.hf_out,
         progress=not args.no_progress,
+        per_language_top=args.per_language_top,
     )
     for lang, c in sorted(stats.languages.items()):
         d = asdict(c)

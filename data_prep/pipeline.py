@@ -42,6 +42,7 @@ class VocabConfig:
     min_languages: int = 3  # mLUKE keeps entities linked in at least 3 languages
     min_count: int = 1
     keep_red_links: bool = False  # True only for partial dumps such as the bundled sample
+    per_language_top: int | None = None  # keep each language's N most linked targets before the merge; None = all
 
 
 @dataclass
@@ -171,6 +172,7 @@ def run_pipeline(
                 min_count=v.min_count,
                 keep_red_links=v.keep_red_links,
                 workers=cfg.workers,
+                per_language_top=v.per_language_top,
             )
             summary["vocab"] = f"{st.size} entities (specials included) from {st.candidates} candidates"
 

@@ -203,6 +203,24 @@ def test_without_interwiki_every_title_is_its_own_entity(corpora, tmp_path):
     assert got == [(None, [["Tokyo", "en"]], 4), (None, [["Japan", "en"]], 3), (None, [["Katze", "de"]], 2)]
 
 
+def test_per_language_top_keeps_each_languages_top_n_before_the_qid_merge(corpora, tmp_path):
+    # Top 2 per language (count descending, ties by title): en Tokyo 4, Japan 3 (Osaka 2 is out);
+    # ja 日本 2, 東京都 2; de Katze 2, then Berlin < Japan < Tokio at 1: Berlin. So Q1490 = en 4 + ja 2
+    # (de Tokio is outside de's top 2), Q17 = en 3 + ja 2, Q146 = de 2 only (en Cat and ja 猫 are out).
+    table, st = count_language(corpora["en"], per_language_top=2)
+    assert dict(zip(table["title"].to_pylist(), table["count"].to_pylist())) == {"Tokyo": 4, "Japan": 3}
+    assert (st.beyond_top, st.kept, st.distinct_targets) == (5, 7, 2)
+    got = [(e["qid"], e["count"]) for e in load(build(corpora, tmp_path, per_language_top=2))[4:]]
+    assert got == [("Q1490", 6), ("Q17", 5), ("Q146", 2), (None, 1)]
+    # an entity in one language's top N but not another's loses that language for min_languages
+    by2 = load(build(corpora, tmp_path, "b.jsonl", per_language_top=2, min_languages=2))
+    assert [(e["qid"], e["count"]) for e in by2[4:]] == [("Q1490", 6), ("Q17", 5)]
+    # a top N as large as every language's targets changes nothing
+    assert build(corpora, tmp_path, "all.jsonl", per_language_top=7).read_bytes() == build(corpora, tmp_path).read_bytes()
+    with pytest.raises(InputError, match="--per-language-top 0"):
+        build(corpora, tmp_path, "bad.jsonl", per_language_top=0)
+
+
 def test_output_is_byte_identical_whatever_workers_and_corpus_order(corpora, tmp_path):
     a = build(corpora, tmp_path, "a.jsonl", langs=("en", "ja", "de"), workers=1, hf_out=tmp_path / "a.json")
     b = build(corpora, tmp_path, "b.jsonl", langs=("de", "ja", "en"), workers=2, hf_out=tmp_path / "b.json")
@@ -282,6 +300,7 @@ def test_cli_builds_the_vocab_and_reports(corpora, tmp_path):
     [
         (["--corpus", "/nonexistent/corpus", "--vocab-size", "10"], "/nonexistent/corpus/siteinfo.json: missing"),
         (["--corpus", "{en}", "--vocab-size", "2"], "--vocab-size 2"),
+        (["--corpus", "{en}", "--vocab-size", "10", "--per-language-top", "0"], "--per-language-top 0: must be at least 1"),
         (["--corpus", "{en}", "--vocab-size", "10", "--interwiki", "/nonexistent/iw.parquet"], "/nonexistent/iw.parquet: interwiki table not found"),
     ],
 )

@@ -24,6 +24,26 @@ def test_24_language_recipe_loads():
     assert len(cfg.languages) == 24 and cfg.workers == 8
     assert (cfg.shards.max_seq_length, cfg.shards.max_entity_length, cfg.shards.max_mention_length) == (512, 128, 30)
     assert cfg.entity_vocab.min_languages == 3
+    # the reference pipeline's settings (configs/data/mluke24.yaml comments)
+    assert (cfg.entity_vocab.per_language_top, cfg.entity_vocab.vocab_size) == (1_000_000, 1_200_000)
+    assert cfg.shards.min_sentence_tokens == 5
+
+
+def test_run_passes_per_language_top_and_min_sentence_tokens_to_the_stages(tmp_path):
+    """The config keys reach the stages: a top of 1 per language, and the configured sentence minimum."""
+    import json
+
+    cfg = load_pipeline_config(
+        ROOT / "configs/data/sample.yaml",
+        [f"out_dir={tmp_path}", "languages=[en,de]", "entity_vocab.per_language_top=1", "shards.min_sentence_tokens=7"],
+    )
+    run_pipeline(cfg)
+    vocab = [json.loads(x) for x in (tmp_path / "entity_vocab.jsonl").read_text(encoding="utf-8").splitlines()]
+    # en's most linked target is Earth (7 links), de's Deutschland (5): each counts in its language only
+    assert [(e["qid"], e["count"]) for e in vocab[4:]] == [("Q2", 7), ("Q183", 5)]
+    manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["limits"]["min_sentence_tokens"] == 7
+    assert all(manifest["languages"][lang]["dropped"]["sentences_short"] > 0 for lang in ("en", "de"))
 
 
 def test_plain_dump_is_used_when_there_is_no_multistream(tmp_path):
@@ -46,5 +66,5 @@ def test_bad_config_is_one_line(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         f"error: {bad}: unknown key 'shards.max_seq_len' (known in shards.: max_seq_length, max_entity_length, "
-        "max_mention_length, valid_fraction, keep_no_entity)"
+        "max_mention_length, valid_fraction, keep_no_entity, min_sentence_tokens)"
     ]
