@@ -86,7 +86,9 @@ class DeepSpeedConfig:
 @dataclass
 class WandbConfig:
     project: str = "mluke"
-    mode: str = "offline"  # online | offline | disabled (WANDB_MODE in the environment wins)
+    # online | online_required | offline | disabled (WANDB_MODE in the environment wins). online falls
+    # back to offline (OUT/wandb, for `wandb sync`) where it cannot work; online_required fails instead.
+    mode: str = "offline"
     entity: str | None = None
     name: str | None = None
     group: str | None = None
@@ -108,7 +110,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "train.stage": (1, 2),
     "deepspeed.zero_stage": (0, 1, 2, 3),
     "deepspeed.precision": ("fp32", "bf16", "fp16"),
-    "wandb.mode": ("online", "offline", "disabled"),
+    "wandb.mode": ("online", "online_required", "offline", "disabled"),
 }
 POSITIVE = (
     "train.max_steps",

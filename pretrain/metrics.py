@@ -1,15 +1,27 @@
-"""Training metrics: the step-window accumulator, MFU and memory figures, metrics.jsonl and W&B (rank 0)."""
+"""Training metrics: the step-window accumulator, MFU and memory figures, metrics.jsonl and W&B (rank 0).
+
+W&B never ends a run: where ``online`` cannot work (no API key, server unreachable) rank 0 logs offline
+instead (``wandb sync`` later), and a W&B call that fails mid-run is reported once and W&B is left alone
+while metrics.jsonl goes on. Only ``wandb.mode: online_required`` fails, before the process group.
+"""
 
 from __future__ import annotations
 
+import configparser
 import json
+import netrc
 import os
 import resource
+import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
+
+from data_prep.errors import InputError
 
 # Dense bf16/fp16 tensor-core peaks (no sparsity), FLOP/s per device, from the vendors' data sheets.
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "V100": 125e12}
@@ -120,13 +132,20 @@ class MetricsLog:
             self.f.flush()
             os.fsync(self.f.fileno())
         if self.run is not None:
-            self.run.log({k: v for k, v in record.items() if k != "step" and v is not None}, step=record["step"])
+            try:
+                self.run.log({k: v for k, v in record.items() if k != "step" and v is not None}, step=record["step"])
+            except Exception as e:  # W&B is a side channel: training and metrics.jsonl go on without it
+                _say(f"wandb: log failed at step {record['step']} ({_one_line(e)}); W&B is off for the rest of the run, {self.path} goes on")
+                self.run = None
 
     def close(self) -> None:
         if self.f is not None:
             self.f.close()
         if self.run is not None:
-            self.run.finish()
+            try:
+                self.run.finish()
+            except Exception as e:
+                _say(f"wandb: finish failed ({_one_line(e)})")
 
 
 def truncate_metrics(path: Path, after_step: int) -> None:
@@ -151,21 +170,123 @@ def wandb_mode(configured: str) -> str:
     return "disabled" if mode in ("disabled", "dryrun-disabled") else mode
 
 
-def start_wandb(cfg_dict: dict[str, Any], wcfg, output_dir: Path, run_id: str):
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def _wandb_settings() -> dict[str, str]:
+    """The ``[default]`` section of W&B's global settings file, then of ./wandb/settings (which wins)."""
+    config_dir = os.environ.get("WANDB_CONFIG_DIR")
+    files = [Path(config_dir).expanduser() / "settings" if config_dir else Path("~/.config/wandb/settings").expanduser(), Path("wandb/settings")]
+    out: dict[str, str] = {}
+    for f in files:
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(f)
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            continue  # W&B ignores a broken settings file too
+        if parser.has_section("default"):
+            out.update(parser["default"])
+    return out
+
+
+def wandb_base_url() -> str:
+    """The server ``wandb.init`` would talk to: WANDB_BASE_URL, else the settings files, else W&B's default."""
+    url = os.environ.get("WANDB_BASE_URL") or _wandb_settings().get("base_url")
+    if url:
+        return url
+    try:
+        from wandb.sdk.lib.urls import DEFAULT_BASE_URL
+
+        return DEFAULT_BASE_URL
+    except ImportError:  # older wandb
+        return "https://api.wandb.ai"
+
+
+def wandb_api_key_found(base_url: str) -> bool:
+    """Whether W&B has credentials: WANDB_API_KEY (or an identity token file), a netrc entry for the
+    server (``wandb login`` writes one), or ``api_key`` in a settings file."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE") or _wandb_settings().get("api_key"):
+        return True
+    host = urlsplit(base_url).hostname or ""
+    hosts = {host}
+    if host.endswith(("wandb.ai", "forge.coreweave.com")):  # W&B's cloud, under either name
+        hosts.add("api.wandb.ai")
+    try:
+        rc = netrc.netrc(os.environ.get("NETRC") or Path("~/.netrc").expanduser())
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return any((auth := rc.authenticators(h)) and auth[2] for h in hosts)
+
+
+def server_reachable(base_url: str, timeout: float = 3.0) -> bool:
+    """A TCP connection to the server within ``timeout`` seconds, name lookup included (in a thread,
+    as ``getaddrinfo`` has no timeout of its own)."""
+    parts = urlsplit(base_url)
+    if not parts.hostname:
+        return False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    ok = threading.Event()
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((parts.hostname, port), timeout=timeout):
+                ok.set()
+        except (OSError, ValueError):
+            pass
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return ok.is_set()
+
+
+def resolve_wandb_mode(wcfg, output_dir: Path, timeout: float = 3.0) -> str:
+    """The mode rank 0 will use, decided before the process group starts: ``online`` only where it can
+    work, else ``offline`` with one line saying why; ``online_required`` raises ``InputError`` instead."""
     mode = wandb_mode(wcfg.mode)
+    if mode not in ("online", "online_required"):
+        return mode
+    url = wandb_base_url()
+    problem = None
+    if not wandb_api_key_found(url):
+        problem = "no W&B API key (WANDB_API_KEY, ~/.netrc from `wandb login`)"
+    elif not server_reachable(url, timeout):
+        problem = f"W&B server {url} not reachable within {timeout:g}s"
+    if problem is None:
+        return "online"
+    if mode == "online_required":
+        raise InputError(f"wandb.mode online_required: {problem}")
+    _say(f"wandb: {problem}; logging offline to {Path(output_dir) / 'wandb'} (upload later with `wandb sync`)")
+    return "offline"
+
+
+def start_wandb(cfg_dict: dict[str, Any], wcfg, output_dir: Path, run_id: str, mode: str | None = None):
+    """The W&B run of rank 0 in ``mode`` (from :func:`resolve_wandb_mode`), or None: disabled, or
+    ``wandb.init`` failed (said in one line; the run goes on with metrics.jsonl alone)."""
+    mode = mode or wandb_mode(wcfg.mode).replace("online_required", "online")
     if mode == "disabled":
         return None
-    import wandb
+    try:
+        import wandb
 
-    return wandb.init(
-        project=wcfg.project,
-        entity=wcfg.entity,
-        name=wcfg.name,
-        group=wcfg.group,
-        tags=wcfg.tags or None,
-        config=cfg_dict,
-        dir=str(output_dir),
-        id=run_id,
-        resume="allow",
-        mode=mode,
-    )
+        return wandb.init(
+            project=wcfg.project,
+            entity=wcfg.entity,
+            name=wcfg.name,
+            group=wcfg.group,
+            tags=wcfg.tags or None,
+            config=cfg_dict,
+            dir=str(output_dir),
+            id=run_id,
+            resume="allow",
+            mode=mode,
+        )
+    except Exception as e:
+        _say(f"wandb: init failed ({_one_line(e)}); training goes on without W&B, metrics in {Path(output_dir) / 'metrics.jsonl'}")
+        return None

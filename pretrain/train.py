@@ -52,6 +52,7 @@ from pretrain.metrics import (
     Window,
     memory_stats,
     peak_flops_per_device,
+    resolve_wandb_mode,
     start_wandb,
     summarize,
     truncate_metrics,
@@ -141,6 +142,7 @@ class Plan:
     ds_config: dict[str, Any]
     resume: tuple[str, ckpt.TrainerState] | None
     init_checkpoint: Path | None
+    wandb_mode: str = "disabled"  # rank 0's, checked before the process group (metrics.resolve_wandb_mode)
 
 
 def model_config(cfg: ExperimentConfig, n_words: int, n_entities: int) -> MLukeConfig:
@@ -202,7 +204,8 @@ def prepare(cfg: ExperimentConfig, env: DistEnv) -> Plan:
             f"{cfg.output_dir}: holds a stage-{resume[1].stage} run; start stage {cfg.train.stage} in a new output_dir "
             "with train.init_checkpoint pointing here"
         )
-    return Plan(cfg, env, manifest, data, masking, mc, grad_accum, ds_config, resume, init_checkpoint)
+    wandb = resolve_wandb_mode(cfg.wandb, Path(cfg.output_dir)) if env.rank == 0 else "disabled"
+    return Plan(cfg, env, manifest, data, masking, mc, grad_accum, ds_config, resume, init_checkpoint, wandb)
 
 
 def dry_run(cfg: ExperimentConfig, world_size: int) -> dict[str, Any]:
@@ -363,7 +366,7 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
         wandb_config = {**to_dict(cfg), "deepspeed_config": plan.ds_config, "model_config": plan.model_config.to_dict(),
                         "world_size": W, "gradient_accumulation_steps": plan.grad_accum,
                         "language_probabilities": plan.data.probabilities}
-        log = MetricsLog(out / "metrics.jsonl", start_wandb(wandb_config, cfg.wandb, out, run_id))
+        log = MetricsLog(out / "metrics.jsonl", start_wandb(wandb_config, cfg.wandb, out, run_id, plan.wandb_mode))
     peak = peak_flops_per_device(None)
     window = Window()
     last: dict[str, Any] = {}
