@@ -2,11 +2,12 @@
 
 Links are looked up (redirects already folded into the link map), paragraphs split into sentences
 (links do not move the boundaries: a link crossing one is dropped and counted, as the reference mLUKE
-pipeline does; Thai, whose boundaries are guessed from spaces, never splits inside a link), the text cut at sentence and link boundaries and every piece encoded on its own, so no
-token straddles a mention and a mention is exactly a run of tokens. A piece that continues
-a word is encoded without sentencepiece's dummy "▁" prefix, so the cuts add no spurious word starts;
-a word starts at the text start or after a character the model's normaliser reads as whitespace
-(spaces, but also LRM/RLM, ZWSP, ZWNJ), so the tokens decode exactly like the paragraph encoded whole.
+pipeline does; Thai, whose boundaries are guessed from spaces, never splits inside a link), the text
+cut at sentence and link boundaries and every piece encoded on its own, so no token straddles a
+mention and a mention is exactly a run of tokens. A piece that continues a word is encoded without
+sentencepiece's dummy "▁" prefix, so the cuts add no spurious word starts; a word starts at the text
+start or after a character the model's normaliser reads as whitespace (spaces, but also LRM/RLM,
+ZWSP, ZWNJ), so the tokens decode exactly like the paragraph encoded whole.
 Sentences of fewer than ``min_sentence_tokens`` tokens are dropped with their mentions; the rest of
 a page is packed greedily into sequences of at most ``max_seq_length - 2`` tokens. A mention longer
 than ``max_mention_length`` is kept with its full span (counted as ``mentions_long``): the trainer
