@@ -63,6 +63,8 @@ class TrainConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_eps: float = 1e-6
+    # False: no bias correction of Adam's moments, as the reference's DeepSpeed Adam (bias_correction: false)
+    adam_bias_correction: bool = True
     save_every: int = 1000
     log_every: int = 10
     keep_last: int | None = None  # delete older checkpoints, keeping this many; None keeps all

@@ -85,7 +85,7 @@ def deepspeed_config(cfg: ExperimentConfig, world_size: int) -> dict[str, Any]:
             "hysteresis": 2,
             "min_loss_scale": 1,
         },
-        # We hand DeepSpeed a torch AdamW with our own parameter groups (no decay on biases/LayerNorm).
+        # We hand DeepSpeed our own AdamW (client_adamw) with our parameter groups (no decay on biases/LayerNorm).
         "zero_allow_untested_optimizer": True,
         "checkpoint": {"load_universal": d.universal_checkpoint},
         "steps_per_print": 1 << 30,  # the trainer logs; DeepSpeed's own step prints stay quiet
@@ -100,20 +100,92 @@ def deepspeed_config(cfg: ExperimentConfig, world_size: int) -> dict[str, Any]:
                 "betas": [t.adam_beta1, t.adam_beta2],
                 "eps": t.adam_eps,
                 "weight_decay": t.weight_decay,
+                "bias_correction": t.adam_bias_correction,  # DeepSpeedCPUAdam takes it as a keyword
             },
         }
     return out
 
 
+class AdamWNoBiasCorrection(torch.optim.Optimizer):
+    """AdamW without bias correction, as DeepSpeed's Adam with ``bias_correction: false`` (the reference's).
+
+    Per parameter: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, p -= lr (m / (sqrt(v) + eps) + wd p).
+    torch's AdamW always divides m by 1 - b1^t and v by 1 - b2^t, which makes the first few thousand
+    updates (with b2 = 0.999) up to ~6x smaller than these. Multi-tensor ``torch._foreach`` ops on any
+    device; the state keys (``step``, ``exp_avg``, ``exp_avg_sq``) are torch Adam's, which DeepSpeed's
+    ZeRO and universal checkpoints read. ZeRO hands it flat fp32 partitions like any other optimizer.
+    """
+
+    def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.0):
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if any(p.grad.is_sparse for p in params):
+                raise RuntimeError("AdamWNoBiasCorrection does not take sparse gradients")
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1  # not used by the update; kept for checkpoints (ZeRO-3 reads it)
+            grads = [p.grad for p in params]
+            exp_avg = [self.state[p]["exp_avg"] for p in params]
+            exp_avg_sq = [self.state[p]["exp_avg_sq"] for p in params]
+            beta1, beta2 = group["betas"]
+            lr, wd = group["lr"], group["weight_decay"]
+            torch._foreach_lerp_(exp_avg, grads, 1.0 - beta1)
+            torch._foreach_mul_(exp_avg_sq, beta2)
+            torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1.0 - beta2)
+            if wd:
+                torch._foreach_mul_(params, 1.0 - lr * wd)  # decoupled decay of the pre-update weights
+            denom = torch._foreach_sqrt(exp_avg_sq)
+            torch._foreach_add_(denom, group["eps"])
+            torch._foreach_addcdiv_(params, exp_avg, denom, value=-lr)
+        return loss
+
+
+# torch has fused (single-kernel) AdamW for these device types; on the CPU the foreach path is kept.
+FUSED_ADAMW_DEVICES = ("cuda", "xpu", "hpu", "mps")
+
+
+def accelerator_device_type() -> str:
+    """``cuda``, ``cpu``, ``xpu``, ...: DeepSpeed's accelerator (DS_ACCELERATOR), which also places the model."""
+    from deepspeed.accelerator import get_accelerator
+
+    return get_accelerator().device_name()
+
+
+def client_adamw(groups: list[dict[str, Any]], cfg: ExperimentConfig, device_type: str) -> torch.optim.Optimizer:
+    """The AdamW handed to DeepSpeed for parameters that will live on ``device_type``.
+
+    DeepSpeed's ZeRO stages call its step() on flat fp32 partitions (or, at stage 0, on the parameters);
+    every choice here works on both.
+    """
+    t = cfg.train
+    kwargs = {"lr": t.lr, "betas": (t.adam_beta1, t.adam_beta2), "eps": t.adam_eps}
+    if not t.adam_bias_correction:
+        return AdamWNoBiasCorrection(groups, **kwargs)
+    if device_type in FUSED_ADAMW_DEVICES:
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    return torch.optim.AdamW(groups, foreach=True, **kwargs)
+
+
 def build_optimizer(cfg: ExperimentConfig, model: nn.Module) -> tuple[torch.optim.Optimizer | None, list[dict[str, Any]]]:
     """(client optimizer or None when DeepSpeed builds its CPU Adam, parameter groups)."""
-    t = cfg.train
-    groups = param_groups(model, t.weight_decay)
+    groups = param_groups(model, cfg.train.weight_decay)
     if cfg.deepspeed.offload_optimizer:
-        return None, groups
-    # torch's default (multi-tensor "foreach") AdamW: DeepSpeed's ZeRO partitions call its step() on flat fp32
-    # shards, which every implementation supports.
-    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps), groups
+        return None, groups  # DeepSpeedCPUAdam, bias_correction from deepspeed_config's "optimizer"
+    return client_adamw(groups, cfg, accelerator_device_type()), groups
 
 
 def scheduler_factory(cfg: ExperimentConfig):
