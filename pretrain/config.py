@@ -35,8 +35,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    init_from: str | None = None  # local HF XLM-R directory; None = random model with the dims below
-    entity_emb_size: int = 256
+    # Local HF directory: XLM-R (stage 1 of the recipe) or LUKE/mLUKE (continued pretraining, e.g. mluke-base or
+    # an export of this project); None = random model with the dims below.
+    init_from: str | None = None
+    entity_emb_size: int = 256  # with a LUKE init_from: must equal its config.json's
     # Dimensions of a randomly initialised model (used only when init_from is None: tests, debugging).
     hidden_size: int = 768
     num_hidden_layers: int = 12

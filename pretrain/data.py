@@ -121,13 +121,13 @@ def read_manifest(shards: str | Path) -> Manifest:
 def check_shards(
     shards: str | Path,
     languages: Sequence[str] | None = None,
-    xlmr_dir: str | Path | None = None,
+    init_from: str | Path | None = None,
     entity_vocab: str | Path | None = None,
 ) -> Manifest:
     """Validate the shards directory against itself and the model's files; one-line ``InputError`` if not.
 
     The spm model and entity vocab copied into the shards must match the manifest's sha256, and so must
-    the XLM-R directory's sentencepiece model (``model.init_from``) and an explicit ``data.entity_vocab``:
+    the sentencepiece model of ``model.init_from`` (XLM-R or LUKE directory) and an explicit ``data.entity_vocab``:
     training on ids from another tokenizer or vocab would silently learn garbage.
     """
     m = read_manifest(shards)
@@ -143,10 +143,10 @@ def check_shards(
             raise InputError(f"{path}: {what} copy missing from the shards directory")
         if sha256_file(path) != sha:
             raise InputError(f"{path}: sha256 differs from manifest.json's {what} sha256 (shards directory modified?)")
-    if xlmr_dir is not None:
-        spm = Path(xlmr_dir) / "sentencepiece.bpe.model"
+    if init_from is not None:
+        spm = Path(init_from) / "sentencepiece.bpe.model"
         if not spm.is_file():
-            raise InputError(f"{spm}: not found (model.init_from must be a Hugging Face XLM-R directory)")
+            raise InputError(f"{spm}: not found (model.init_from must be a Hugging Face XLM-R or LUKE directory)")
         if sha256_file(spm) != m.spm_sha256:
             raise InputError(f"{spm}: sha256 differs from the spm model the shards in {m.root} were tokenised with")
     if entity_vocab is not None:

@@ -359,9 +359,9 @@ def load_exported(path: str | Path) -> MLukeForMaskedLM:
     if (path / MLUKE_WEIGHTS).is_file():
         sd = load_file(str(path / MLUKE_WEIGHTS))
     else:
-        from pretrain.model import _read_checkpoint_tensors
+        from pretrain.init_from import read_checkpoint_tensors
 
-        sd = _read_checkpoint_tensors(path)
+        sd = read_checkpoint_tensors(path)
         V = mc.vocab_size
         for k in ("luke.embeddings.word_embeddings.weight", "lm_head.decoder.weight", "lm_head.bias", "lm_head.decoder.bias"):
             sd[k] = sd[k][:V]

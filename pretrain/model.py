@@ -41,17 +41,12 @@ it on the same scale as the words from step 0.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-
-from data_prep.errors import InputError
 
 IGNORE_INDEX = -100  # label value of positions that are not masked (PyTorch's cross-entropy default)
 
@@ -123,40 +118,6 @@ class MLukeConfig:
             bos_token_id=self.bos_token_id,
             eos_token_id=self.eos_token_id,
         )
-
-    @classmethod
-    def from_xlmr(
-        cls, path: str | Path, entity_vocab_size: int, entity_emb_size: int = 256, **overrides
-    ) -> MLukeConfig:
-        """Config for a local Hugging Face XLM-R directory (its ``config.json``) plus an entity side.
-
-        ``model_type`` "xlm-roberta" (or "roberta") gives the post-LN layout, "xlm-roberta-xl" the pre-LN
-        one. ``overrides`` set any other field (e.g. ``gradient_checkpointing=True``).
-        """
-        config_file = Path(path) / "config.json"
-        if not config_file.is_file():
-            raise InputError(
-                f"{config_file}: not found (model.init_from must be a Hugging Face XLM-R directory)"
-            )
-        try:
-            hf = json.loads(config_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise InputError(f"{config_file}: not valid JSON ({e})") from None
-        model_type = hf.get("model_type")
-        if model_type not in ("xlm-roberta", "roberta", "xlm-roberta-xl"):
-            raise InputError(
-                f"{config_file}: model_type {model_type!r} is not an XLM-R backbone "
-                "(expected 'xlm-roberta' or 'xlm-roberta-xl')"
-            )
-        names = {f.name for f in fields(cls)}
-        kwargs = {k: hf[k] for k in names if k in hf and k not in ("gradient_checkpointing",)}
-        kwargs.update(
-            entity_vocab_size=entity_vocab_size,
-            entity_emb_size=entity_emb_size,
-            pre_layer_norm=model_type == "xlm-roberta-xl",
-        )
-        kwargs.update(overrides)
-        return cls(**kwargs)
 
 
 _ACTIVATIONS = {
@@ -566,7 +527,7 @@ class MLukeForMaskedLM(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Parameter groups, initialisation from XLM-R, FLOPs
+# Parameter groups, FLOPs (initialisation from a checkpoint: pretrain/init_from.py)
 
 
 ENTITY_PREFIXES = ("luke.entity_embeddings.", "entity_predictions.")
@@ -579,82 +540,6 @@ def entity_parameter_names(model: nn.Module) -> list[str]:
     prediction head (whose decoder is the entity table itself).
     """
     return [n for n, _ in model.named_parameters() if n.startswith(ENTITY_PREFIXES)]
-
-
-def iter_checkpoint_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) of a Hugging Face model directory, one at a time: safetensors (single or sharded,
-    read lazily so an XL checkpoint never sits in memory twice), else pytorch_model.bin (memory-mapped)."""
-    single, index = path / "model.safetensors", path / "model.safetensors.index.json"
-    if single.is_file() or index.is_file():
-        from safetensors import safe_open
-
-        if single.is_file():
-            files = [single]
-        else:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            files = [path / f for f in sorted(set(weight_map.values()))]
-        for f in files:
-            with safe_open(str(f), framework="pt") as reader:
-                for key in reader.keys():
-                    yield key, reader.get_tensor(key)
-        return
-    binary = path / "pytorch_model.bin"
-    if binary.is_file():
-        yield from torch.load(binary, map_location="cpu", weights_only=True, mmap=True).items()
-        return
-    raise InputError(f"{path}: no model.safetensors[.index.json] or pytorch_model.bin in this directory")
-
-
-def _read_checkpoint_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a Hugging Face model directory as one dict."""
-    return dict(iter_checkpoint_tensors(path))
-
-
-@torch.no_grad()
-def init_from_xlmr(
-    model: MLukeForMaskedLM, path: str | Path, copy_entity_positions: bool = True
-) -> list[str]:
-    """Copy embeddings, encoder and MLM head from a local XLM-R (or XLM-R XL) ``*ForMaskedLM`` directory.
-
-    Entity parameters keep their random init, except (``copy_entity_positions``) the entity position
-    table: row i (token index i, ``<s>`` = 0) gets XLM-R's position embedding of that token
-    (row i + pad_token_id + 1), so that at step 0 an entity's position embedding IS the mean of its
-    mention tokens' word position embeddings. Returns the names of the parameters that were loaded.
-    """
-    path = Path(path)
-    own = model.state_dict(keep_vars=True)
-    loaded: set[str] = set()
-    for key, value in iter_checkpoint_tensors(path):
-        name = "luke." + key[len("roberta.") :] if key.startswith("roberta.") else key
-        if name == "lm_head.decoder.bias":
-            name = "lm_head.bias"
-        if (
-            name == "lm_head.decoder.weight"
-            or name.startswith("luke.pooler.")
-            or name.endswith("position_ids")
-        ):
-            continue  # tied to the word embeddings / unused by pretraining / buffers
-        if name not in own or name.startswith(ENTITY_PREFIXES):
-            raise InputError(f"{path}: unexpected weight {key!r} for an XLM-R masked-LM checkpoint")
-        if tuple(own[name].shape) != tuple(value.shape):
-            raise InputError(
-                f"{path}: weight {key!r} has shape {tuple(value.shape)}, the model expects {tuple(own[name].shape)}"
-            )
-        own[name].copy_(value)
-        loaded.add(name)
-    expected = {n for n, _ in model.named_parameters() if not n.startswith(ENTITY_PREFIXES)}
-    missing = sorted(expected - loaded)
-    if missing:
-        raise InputError(
-            f"{path}: checkpoint lacks {len(missing)} weights the model needs, e.g. {missing[:3]}"
-        )
-    if copy_entity_positions:
-        offset = model.config.pad_token_id + 1
-        word_pos = model.luke.embeddings.position_embeddings.weight
-        model.luke.entity_embeddings.position_embeddings.weight[: word_pos.shape[0] - offset].copy_(
-            word_pos[offset:]
-        )
-    return sorted(loaded)
 
 
 def luke_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
@@ -687,7 +572,6 @@ __all__ = [
     "MLukeForMaskedLM",
     "MLukeOutput",
     "entity_parameter_names",
-    "init_from_xlmr",
     "model_flops_per_token",
     "xlmr_position_ids",
 ]

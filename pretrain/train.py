@@ -36,6 +36,7 @@ import torch
 from data_prep.atomic import atomic_path, write_json
 from data_prep.errors import InputError
 from pretrain import checkpoint as ckpt
+from pretrain import init_from
 from pretrain.batches import StepBatches, iterate_steps
 from pretrain.collator import Collator, MaskingConfig
 from pretrain.config import ExperimentConfig, dump_yaml, load_config, to_dict
@@ -61,7 +62,6 @@ from pretrain.model import (
     MLukeConfig,
     MLukeForMaskedLM,
     entity_parameter_names,
-    init_from_xlmr,
     model_flops_per_token,
 )
 from pretrain.optim import (
@@ -147,11 +147,10 @@ class Plan:
 
 def model_config(cfg: ExperimentConfig, n_words: int, n_entities: int) -> MLukeConfig:
     m = cfg.model
-    if m.init_from:
-        mc = MLukeConfig.from_xlmr(m.init_from, n_entities, m.entity_emb_size, gradient_checkpointing=m.gradient_checkpointing)
-        if mc.vocab_size < n_words:
-            raise InputError(f"{m.init_from}/config.json: vocab_size {mc.vocab_size} < {n_words} ids of the shards' spm model")
-        return mc
+    if m.init_from:  # an XLM-R or LUKE directory: its config.json gives the backbone
+        return init_from.model_config(
+            m.init_from, n_words, n_entities, m.entity_emb_size, gradient_checkpointing=m.gradient_checkpointing
+        )
     return MLukeConfig(
         vocab_size=n_words,
         hidden_size=m.hidden_size,
@@ -171,8 +170,8 @@ def prepare(cfg: ExperimentConfig, env: DistEnv) -> Plan:
     """Validate config, shards, model files and the checkpoint to resume; raise one-line ``InputError``."""
     grad_accum = gradient_accumulation_steps(cfg, env.world_size)
     ds_config = deepspeed_config(cfg, env.world_size)
-    if cfg.model.init_from and not Path(cfg.model.init_from).is_dir():
-        raise InputError(f"{cfg.model.init_from}: model.init_from directory not found")
+    if cfg.model.init_from:
+        init_from.check_init_dir(cfg.model.init_from)
     manifest = check_shards(cfg.data.shards, cfg.data.languages, cfg.model.init_from, cfg.data.entity_vocab)
     n_words = spm_size(manifest.spm_path) + 2  # fairseq ids 0..spm_size plus <mask>
     mc = model_config(cfg, n_words, entity_vocab_size(manifest.entity_vocab_path))
@@ -279,7 +278,9 @@ def build_model(plan: Plan) -> MLukeForMaskedLM:
     if plan.init_checkpoint is not None:
         ckpt.load_into(model, ckpt.load_consolidated_weights(plan.init_checkpoint), str(plan.init_checkpoint))
     elif cfg.model.init_from:
-        init_from_xlmr(model, cfg.model.init_from)
+        line = init_from.init_model(model, cfg.model.init_from, plan.manifest.entity_vocab_path)
+        if line and plan.env.rank == 0:
+            print(line, file=sys.stderr, flush=True)
     apply_stage(model, cfg.train.stage)
     return model
 

@@ -18,11 +18,10 @@ from tiny_models import (
 from transformers import LukeForMaskedLM, XLMRobertaForMaskedLM, XLMRobertaXLForMaskedLM
 
 from data_prep.errors import InputError
+from pretrain.init_from import init_from_xlmr, model_config
 from pretrain.model import (
-    MLukeConfig,
     MLukeForMaskedLM,
     entity_parameter_names,
-    init_from_xlmr,
     luke_inputs,
     model_flops_per_token,
 )
@@ -188,7 +187,7 @@ def test_init_from_xlmr_gives_xlmr_word_logits_without_entities(tmp_path, layout
     else:
         path, hf_cls = save_tiny_xlmr_xl(tmp_path / "xlmr_xl"), XLMRobertaXLForMaskedLM
     ref_model = hf_cls.from_pretrained(path).eval()
-    cfg = MLukeConfig.from_xlmr(path, entity_vocab_size=TINY_ENTITY_VOCAB, entity_emb_size=TINY_ENTITY_EMB)
+    cfg = model_config(path, n_words=100, n_entities=TINY_ENTITY_VOCAB, entity_emb_size=TINY_ENTITY_EMB)
     assert cfg.pre_layer_norm == (layout == "pre_ln")
     assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size) == (32, 2, 100)
     torch.manual_seed(3)
@@ -222,10 +221,10 @@ def test_init_from_xlmr_gives_xlmr_word_logits_without_entities(tmp_path, layout
 
 def test_init_from_rejects_bad_directories(tmp_path):
     with pytest.raises(InputError, match="config.json: not found"):
-        MLukeConfig.from_xlmr(tmp_path, entity_vocab_size=10)
+        model_config(tmp_path, 100, 10, 16)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(InputError, match="model_type 'bert' is not an XLM-R backbone"):
-        MLukeConfig.from_xlmr(tmp_path, entity_vocab_size=10)
+    with pytest.raises(InputError, match="model_type 'bert' is neither an XLM-R backbone"):
+        model_config(tmp_path, 100, 10, 16)
 
     path = save_tiny_xlmr(tmp_path / "xlmr")
     too_deep = MLukeForMaskedLM(tiny_mluke_config(num_hidden_layers=3))
