@@ -170,9 +170,11 @@ def prepare(cfg: ExperimentConfig, env: DistEnv) -> Plan:
     """Validate config, shards, model files and the checkpoint to resume; raise one-line ``InputError``."""
     grad_accum = gradient_accumulation_steps(cfg, env.world_size)
     ds_config = deepspeed_config(cfg, env.world_size)
-    if cfg.model.init_from:
-        init_from.check_init_dir(cfg.model.init_from)
+    if cfg.model.init_from and not Path(cfg.model.init_from).is_dir():
+        raise InputError(f"{cfg.model.init_from}: model.init_from directory not found")
     manifest = check_shards(cfg.data.shards, cfg.data.languages, cfg.model.init_from, cfg.data.entity_vocab)
+    if cfg.model.init_from:
+        init_from.check_init_dir(cfg.model.init_from)  # config.json's kind, weights, a LUKE dir's entity names
     n_words = spm_size(manifest.spm_path) + 2  # fairseq ids 0..spm_size plus <mask>
     mc = model_config(cfg, n_words, entity_vocab_size(manifest.entity_vocab_path))
     # fairseq positions start at pad_id + 1, so a sequence of n tokens (with <s>, </s>) needs n + 2 rows.

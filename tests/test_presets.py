@@ -28,12 +28,15 @@ XLMR = {"base": (768, 12, 12, 3072), "large": (1024, 24, 16, 4096), "xl": (2560,
 STAGE2_LR = {"base": 1e-4, "large": 5e-5, "xl": 5e-5}  # XL: not published, large's value (see the YAML)
 ZERO = {"base": 2, "large": 2, "xl": 3}
 MLUKE = {f"mluke_{size}_stage{stage}.yaml": (size, stage) for size in XLMR for stage in (1, 2)}
+CONTINUE = "mluke_base_continue.yaml"  # continued pretraining from the published mluke-base
 # Ranks to plan each preset for (a cluster for the mLUKE presets; debug.yaml is the 2-rank CPU run).
-WORLD = {"debug.yaml": 2} | {name: (32 if size == "base" else 64 if size == "large" else 128) for name, (size, _) in MLUKE.items()}
+WORLD = {"debug.yaml": 2, CONTINUE: 32} | {
+    name: (32 if size == "base" else 64 if size == "large" else 128) for name, (size, _) in MLUKE.items()
+}
 
 
 def test_all_mluke_presets_exist():
-    assert sorted(MLUKE) == sorted(p.name for p in PRESETS if p.name.startswith("mluke_"))
+    assert sorted([*MLUKE, CONTINUE]) == sorted(p.name for p in PRESETS if p.name.startswith("mluke_"))
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +96,7 @@ def test_mluke_preset_has_published_hyperparameters(name: str, dry_runs):
     t, d, m, data = cfg.train, cfg.deepspeed, cfg.model, cfg.data
     assert (t.global_batch_size, t.warmup_steps, t.weight_decay, t.adam_eps) == (2048, 2500, 0.01, 1e-6)
     assert (t.adam_beta1, t.adam_beta2) == (0.9, 0.999)
+    assert t.adam_bias_correction is False  # as the reference's DeepSpeed Adam
     assert t.stage == stage
     assert t.lr == (5e-4 if stage == 1 else STAGE2_LR[size])
     assert (data.mlm_probability, data.mep_probability, data.alpha) == (0.15, 0.15, 0.7)
@@ -127,6 +131,22 @@ def test_mluke_preset_has_published_hyperparameters(name: str, dry_runs):
         assert mem["param_bytes_per_rank"] == mem["params"] * bf16
     # Model states per GPU leave room for activations on an 80 GB GPU at the planned world size.
     assert mem["device_gib_per_rank"] < 20
+
+
+def test_continue_preset_starts_from_mluke_base(dry_runs):
+    """Stage 2 from the published mluke-base with the recipe's optimiser; the plan works without its files."""
+    cfg = load_config(PRESET_DIR / CONTINUE)
+    stage2 = load_config(PRESET_DIR / "mluke_base_stage2.yaml")
+    t, m = cfg.train, cfg.model
+    assert Path(m.init_from).name == "mluke-base" and t.init_checkpoint is None and t.stage == 2
+    recipe = ("global_batch_size", "lr", "warmup_steps", "weight_decay", "adam_beta1", "adam_beta2", "adam_eps",
+              "adam_bias_correction")
+    assert [getattr(t, k) for k in recipe] == [getattr(stage2.train, k) for k in recipe]
+    assert cfg.data.shards != stage2.data.shards and cfg.output_dir != stage2.output_dir
+    assert (m.entity_emb_size, m.hidden_size, m.num_hidden_layers) == (256, 768, 12)
+    plan = json.loads(dry_runs[CONTINUE]["stdout"])
+    assert any("mluke-base/config.json not found" in n for n in plan["notes"])
+    assert plan["memory"]["trainable_params"] == plan["memory"]["params"]
 
 
 def test_mluke_data_recipe_matches_the_presets():
