@@ -9,25 +9,33 @@ an implementation spends).
 
     # XLM-R-base shape, scaled down to run in a few minutes on a 2-core CPU
     python benchmarks/bench_model.py --layers 2 --batch 2 --entity-vocab 200000 --steps 3
-    # full base shape on a GPU
-    python benchmarks/bench_model.py --device cuda --dtype bf16 --batch 16 --steps 20
+    # full base shape on a GPU (mluke-base: 512 words, 128 entities, 250k words, 1.2M entities)
+    python benchmarks/bench_model.py --device cuda --dtype bf16 --batch 16 --accum 2 --steps 10
     # large: --hidden 1024 --layers 24 --heads 16 --intermediate 4096
+
+On a GPU each model's row also has the number of host-device synchronisations in one training step
+(``torch.cuda.set_sync_debug_mode("warn")``, the step's own ``.item()`` left out) and the attention
+implementation that ran (from the profiled ops and kernels of one step). ``--json F`` writes the rows for
+``benchmarks/gpu_check.sh``, rewritten after each model so that a later hang keeps the earlier row.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from data_prep.atomic import write_json  # noqa: E402
 from pretrain.model import MLukeConfig, MLukeForMaskedLM, luke_inputs, model_flops_per_token  # noqa: E402
 
 # Dense bf16 tensor-core peak of the GPUs we are lent (no sparsity), for --peak-tflops auto.
@@ -76,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "throughput of a 2048^3 fp32 matmul measured in each run just before its timed steps (a shared "
         "machine's load changes the achievable peak as much as the step time)",
     )
+    p.add_argument("--json", metavar="FILE", help="also write the figures of both models to FILE (JSON)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds allowed to each model's run")
     p.add_argument("--only", choices=["mluke", "hf"], help=argparse.SUPPRESS)  # internal: one subprocess
     return p.parse_args(argv)
 
@@ -122,7 +132,10 @@ def make_batch(a: argparse.Namespace, device: str) -> dict[str, torch.Tensor]:
 
 def build(a: argparse.Namespace, which: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    ours = MLukeForMaskedLM(make_config(a))
+    # On a GPU the tables (1.2M x 256 entities, 250k x H words) are initialised there: seconds, not a minute
+    # of CPU time. Both sides still get the same weights: the HF model copies ours.
+    with torch.device(a.device):
+        ours = MLukeForMaskedLM(make_config(a))
     if which == "mluke":
         return ours
     from transformers import LukeForMaskedLM
@@ -160,16 +173,17 @@ def run_one(a: argparse.Namespace) -> dict:
         eval_loss = loss_of(model, a.only, batch).item()
     model.train()
 
-    def step() -> float:
+    def step(read_loss: bool = True) -> float | None:
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(a.accum):
             with autocast:
                 loss = loss_of(model, a.only, batch) / a.accum
             loss.backward()
-            total += loss.item()  # also a device sync
+            if read_loss:
+                total += loss.item()  # also a device sync
         opt.step()
-        return total
+        return total if read_loss else None
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -183,6 +197,9 @@ def run_one(a: argparse.Namespace) -> dict:
         peak_mem = torch.cuda.max_memory_allocated() / 2**30
     else:
         peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    # After the timed steps, so neither the counting nor the profiler slows them.
+    syncs = count_host_syncs(lambda: step(read_loss=False)) if device == "cuda" else None
+    attention, kernels = attention_kernel(lambda: step(read_loss=False), device)
     return {
         "model": a.only,
         "seconds_per_step": seconds,
@@ -194,7 +211,63 @@ def run_one(a: argparse.Namespace) -> dict:
         "eval_loss": eval_loss,
         "last_loss": losses[-1],
         "params": sum(p.numel() for p in model.parameters()),
+        "host_syncs_per_step": syncs,
+        "attention": attention,
+        "attention_kernels": kernels,
     }
+
+
+def count_host_syncs(fn) -> int:
+    """Synchronising CUDA calls (a device-to-host copy, ``.item()``, ``nonzero``...) made by ``fn``.
+
+    With the sync debug mode at "warn" CUDA warns at every such call; warnings raised in autograd's
+    threads are replayed in this one when backward returns, so the backward pass is counted too.
+    """
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # the default filter would show a repeated warning once
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    return sum("synchronizing CUDA operation" in str(w.message) for w in caught)
+
+
+# Operator names (as the profiler records them) of each attention implementation, most specific first.
+ATTENTION_OPS = (
+    ("flash", ("_flash_attention", "flash_attention")),
+    ("cudnn", ("cudnn_attention",)),
+    ("efficient", ("efficient_attention",)),
+    ("flex", ("flex_attention",)),
+    ("math", ("_scaled_dot_product_attention_math",)),
+)
+ATTENTION_KERNEL = re.compile(r"flash|fmha|sdpa|attention|attn", re.IGNORECASE)
+
+
+def classify_attention(op_names: list[str]) -> str:
+    """The attention implementation that ``op_names`` (aten ops and device kernels of one step) show:
+    one of ``ATTENTION_OPS``' names, or "eager" when no fused or SDPA attention op ran (matmul + softmax)."""
+    for name, needles in ATTENTION_OPS:
+        if any(needle in op for op in op_names for needle in needles):
+            return name
+    return "eager"
+
+
+def attention_kernel(fn, device: str) -> tuple[str, list[str]]:
+    """Profile ``fn`` (one step): the attention implementation and up to 3 attention kernel names."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+    names = [e.key for e in events]
+    kernels = sorted({e.key for e in events if e.device_type.name == "CUDA" and ATTENTION_KERNEL.search(e.key)})
+    return classify_attention(names), [k[:80] for k in kernels[:3]]
 
 
 def cpu_seconds() -> float:
@@ -243,49 +316,85 @@ def main(argv: list[str] | None = None) -> int:
         f"{a.accum} accumulated, "
         f"{a.dtype} on {device_name}; {a.warmup} warm-up + {a.steps} timed steps"
     )
+    flops_tok = model_flops_per_token(cfg, a.seq, a.entities, a.mask_prob)
     results: dict[str, dict] = {}
+    errors: dict[str, str] = {}
     for _ in range(a.repeats):
         for which in ("mluke", "hf"):
-            proc = subprocess.run(
-                [sys.executable, __file__, *argv, "--only", which],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            if proc.returncode != 0 or not lines:
-                print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
-                print(f"error: the {which} run failed (exit {proc.returncode})", file=sys.stderr)
-                return 1
-            r = json.loads(lines[-1][len("RESULT ") :])
-            if which not in results or r["seconds_per_step"] < results[which]["seconds_per_step"]:
-                results[which] = r
-    flops_tok = model_flops_per_token(cfg, a.seq, a.entities, a.mask_prob)
-    print(
-        f"model FLOPs per word token (fwd+bwd): {flops_tok / 1e9:.2f} GFLOP; MFU against "
-        f"{results['mluke']['peak_source']}"
-    )
+            if which in errors:
+                continue
+            r = run_subprocess(a, argv, which)
+            if "error" in r:
+                errors[which] = r["error"]
+                print(f"error: the {which} run failed: {r['error']}", file=sys.stderr)
+            elif which not in results or r["seconds_per_step"] < results[which]["seconds_per_step"]:
+                results[which] = {**r, "mfu": r["tokens_per_s"] * flops_tok / (r["peak_tflops"] * 1e12)}
+            if a.json:  # after each model: a later hang or crash keeps what was measured
+                write_json(a.json, json_report(a, device_name, flops_tok, results, errors))
+    if not results:
+        return 1
+    any_result = next(iter(results.values()))
+    print(f"model FLOPs per word token (fwd+bwd): {flops_tok / 1e9:.2f} GFLOP; MFU against {any_result['peak_source']}")
     print(
         f"{'model':<30}{'s/step':>9}{'tokens/s':>11}{'peak TFLOP/s':>14}{'MFU':>8}{'peak mem GiB':>14}"
         f"{'eval loss':>11}"
     )
-    labels = {"mluke": "pretrain.model (ours)", "hf": "transformers LukeForMaskedLM"}
-    for which in ("mluke", "hf"):
-        r = results[which]
-        mfu = r["tokens_per_s"] * flops_tok / (r["peak_tflops"] * 1e12)
+    for which, r in results.items():
         print(
-            f"{labels[which]:<30}{r['seconds_per_step']:>9.3f}{r['tokens_per_s']:>11.1f}{r['peak_tflops']:>14.3f}{mfu:>8.1%}"
-            f"{r['peak_mem_gib']:>14.2f}{r['eval_loss']:>11.5f}"
+            f"{LABELS[which]:<30}{r['seconds_per_step']:>9.3f}{r['tokens_per_s']:>11.1f}{r['peak_tflops']:>14.3f}"
+            f"{r['mfu']:>8.1%}{r['peak_mem_gib']:>14.2f}{r['eval_loss']:>11.5f}"
         )
-    ratio = results["mluke"]["tokens_per_s"] / results["hf"]["tokens_per_s"]
-    print(f"throughput ratio ours / LukeForMaskedLM: {ratio:.2f}x")
-    if a.device == "cpu":
-        cpu = {k: r["cpu_seconds_per_step"] for k, r in results.items()}
-        print(
-            f"CPU seconds per step (user+sys, all threads): ours {cpu['mluke']:.1f}, LukeForMaskedLM "
-            f"{cpu['hf']:.1f}: ratio {cpu['hf'] / cpu['mluke']:.2f}x"
+    for which, r in results.items():
+        syncs = "n/a on a CPU" if r["host_syncs_per_step"] is None else r["host_syncs_per_step"]
+        kernels = f" ({', '.join(r['attention_kernels'])})" if r["attention_kernels"] else ""
+        print(f"{LABELS[which]}: attention {r['attention']}{kernels}; host syncs per step: {syncs}")
+    if len(results) == 2:
+        ratio = results["mluke"]["tokens_per_s"] / results["hf"]["tokens_per_s"]
+        print(f"throughput ratio ours / LukeForMaskedLM: {ratio:.2f}x")
+        if a.device == "cpu":
+            cpu = {k: r["cpu_seconds_per_step"] for k, r in results.items()}
+            print(
+                f"CPU seconds per step (user+sys, all threads): ours {cpu['mluke']:.1f}, LukeForMaskedLM "
+                f"{cpu['hf']:.1f}: ratio {cpu['hf'] / cpu['mluke']:.2f}x"
+            )
+    return 1 if errors else 0
+
+
+LABELS = {"mluke": "pretrain.model (ours)", "hf": "transformers LukeForMaskedLM"}
+
+
+def run_subprocess(a: argparse.Namespace, argv: list[str], which: str) -> dict:
+    """One model's run in its own process (its own peak memory); its RESULT dict, or {"error": why}."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, __file__, *argv, "--only", which],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=a.timeout,
         )
-    return 0
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {a.timeout:g} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"exit {proc.returncode}: {last[:200]}"}
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def json_report(a: argparse.Namespace, device_name: str, flops_tok: float, results: dict, errors: dict) -> dict:
+    shape = {k: getattr(a, k) for k in ("hidden", "layers", "heads", "intermediate", "vocab", "entity_vocab",
+                                        "entity_emb", "seq", "entities", "mention_len", "batch", "accum")}
+    return {
+        "device": device_name,
+        "dtype": a.dtype,
+        "shape": shape,
+        "steps": a.steps,
+        "flops_per_token": flops_tok,
+        "models": {**{k: {"label": LABELS[k], **r} for k, r in results.items()},
+                   **{k: {"label": LABELS[k], "error": e} for k, e in errors.items()}},
+    }
 
 
 if __name__ == "__main__":
