@@ -143,7 +143,7 @@ def summary(run_dir: Path) -> list[str]:
     part_rows = []
     for p in parts:
         result = status(p["rc"])
-        if p["name"] == "gpu tests":
+        if p["name"] == "tests":
             j = read_junit(run_dir / "tests.xml")
             result += f": {j['passed']} passed, {j['failed']} failed, {j['skipped']} skipped"
             if j["failed_names"]:
@@ -152,12 +152,11 @@ def summary(run_dir: Path) -> list[str]:
             result += f"; {p['note']}"
         part_rows.append([p["name"], f"{p['seconds']:.0f}", result])
     lines += format_table(["part", "s", "result"], part_rows)
-    bench = [p for p in parts if p["name"].startswith("bench ")]
+    bench = [p for p in parts if p["name"].startswith("mluke-")]  # bench_model.py runs, one per shape
     if bench:
         rows = []
         for p in bench:
-            shape = p["name"].removeprefix("bench ")
-            rows += bench_rows(shape, run_dir / f"bench_{shape}.json", "" if p["rc"] == 0 else status(p["rc"]))
+            rows += bench_rows(p["name"], run_dir / f"bench_{p['name']}.json", "" if p["rc"] == 0 else status(p["rc"]))
         lines += ["", *format_table(["shape", "model", "tokens/s", "MFU", "peak GiB", "host syncs/step",
                                      "attention", "eval loss"], rows)]
         large = run_dir / "bench_mluke-large.json"

@@ -33,6 +33,7 @@ ALL_PARTS=(install tests mluke-base mluke-large)
 declare -A LIMIT=([install]=60 [tests]=210 [mluke-base]=80 [mluke-large]=110)
 PARTS=$(IFS=,; echo "${ALL_PARTS[*]}")
 DRY=0
+SKIP_INSTALL=0
 
 usage() { sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | sed -e '/^set /d' -e 's/^# \{0,1\}//'; }
 die() { echo "error: $*" >&2; exit 2; }
@@ -41,7 +42,7 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --only) [[ $# -ge 2 ]] || die "--only needs a value"; PARTS=$2; shift 2 ;;
     --only=*) PARTS=${1#*=}; shift ;;
-    --skip-install) PARTS=$(echo ",$PARTS," | sed 's/,install,/,/; s/^,//; s/,$//'); shift ;;
+    --skip-install) SKIP_INSTALL=1; shift ;;
     --budget) [[ $# -ge 2 ]] || die "--budget needs a value"; BUDGET=$2; shift 2 ;;
     --budget=*) BUDGET=${1#*=}; shift ;;
     --dry-run) DRY=1; shift ;;
@@ -55,7 +56,7 @@ IFS=, read -r -a SELECTED <<< "$PARTS"
 for p in "${SELECTED[@]}"; do
   [[ " ${ALL_PARTS[*]} " == *" $p "* ]] || die "--only: unknown part '$p' (parts: ${ALL_PARTS[*]})"
 done
-wants() { [[ ",$PARTS," == *",$1,"* ]]; }
+wants() { [[ ",$PARTS," == *",$1,"* && ! ($1 == install && $SKIP_INSTALL == 1) ]]; }
 
 OUT=${OUT:-runs/gpu_check/$(date -u +%Y%m%d-%H%M%S)}
 START=$SECONDS
@@ -115,9 +116,10 @@ install() {
     return 2
   }
   echo "=== install (torch $before from the image)"
+  # Without pip of its own: the pip (and setuptools, which torch requires) that ensurepip would put in the
+  # venv would hide the image's. The image's pip installs into it (--python); ensurepip only if it has none.
   if [[ ! -x $VENV/bin/python ]]; then
-    "$PY" -m venv "$VENV" 2>/dev/null || { rm -rf "$VENV"; "$PY" -m venv --without-pip "$VENV"; } || {
-      record install 2 $((SECONDS - t0)) "$PY -m venv failed"; return 2; }
+    "$PY" -m venv --without-pip "$VENV" || { record install 2 $((SECONDS - t0)) "$PY -m venv failed"; return 2; }
   fi
   vpy=$VENV/bin/python
   site_dir=$("$vpy" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -129,7 +131,12 @@ for p in sys.path:
     if real and os.path.isdir(real) and (real.endswith(("site-packages", "dist-packages")) or not real.startswith(stdlib)):
         print(f"import site; site.addsitedir({real!r})")
 EOF
-  if "$vpy" -m pip --version >/dev/null 2>&1; then pip=("$vpy" -m pip); else pip=("$PY" -m pip --python "$vpy"); fi
+  if "$PY" -m pip --python "$vpy" --version >/dev/null 2>&1; then
+    pip=("$PY" -m pip --python "$vpy")
+  else
+    "$vpy" -m pip --version >/dev/null 2>&1 || "$vpy" -m ensurepip --default-pip >/dev/null
+    pip=("$vpy" -m pip)
+  fi
   echo "torch==$before" > "$VENV/torch-constraint.txt"
   limit=$(left "${LIMIT[install]}")
   (( limit >= 10 )) || { record install 124 $((SECONDS - t0)) "the budget was spent"; return 124; }
@@ -138,7 +145,7 @@ EOF
     -r "$WHEELHOUSE/requirements.txt" 2>&1 | tee "$OUT/install.log"
   rc=${PIPESTATUS[0]}
   after=$(torch_version "$vpy")
-  if [[ $rc == 0 && $after != "$before" ]]; then
+  if [[ $after != "$before" ]]; then
     record install 3 $((SECONDS - t0)) "torch changed: $before -> ${after:-not importable}"
     return 3
   fi
@@ -147,12 +154,13 @@ EOF
   return "$rc"
 }
 
+# The interpreter of the later parts: the venv once installed (or from an earlier run), else the image's.
 VPY=$PY
-if [[ -x $VENV/bin/python ]]; then VPY=$VENV/bin/python; fi
+if [[ $SKIP_INSTALL == 0 && -x $VENV/bin/python ]]; then VPY=$VENV/bin/python; fi
 if wants install; then
   if [[ $DRY == 1 ]]; then
-    echo "+ $PY -m venv $VENV"
-    echo "+ $VENV/bin/python -m pip install --no-index --find-links $WHEELHOUSE --constraint $VENV/torch-constraint.txt -r $WHEELHOUSE/requirements.txt"
+    echo "+ $PY -m venv --without-pip $VENV"
+    echo "+ $PY -m pip --python $VENV/bin/python install --no-index --find-links $WHEELHOUSE --constraint $VENV/torch-constraint.txt -r $WHEELHOUSE/requirements.txt"
     VPY=$VENV/bin/python
   else
     install

@@ -27,6 +27,8 @@ from shard_fixtures import write_shards
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch"
 MINE = ["common.sh", "train_single_node.sh", "train_multi_node.sh", "slurm_train.sbatch", "slurm_data_prep.sbatch"]
+# The GPU node check and its wheelhouse builder (benchmarks/), held to the same lint.
+GPU_SCRIPTS = [ROOT / "benchmarks" / "gpu_check.sh", ROOT / "benchmarks" / "gpu_wheels.sh"]
 CONFIG = "configs/train/mluke_base_stage1.yaml"
 CORES = len(os.sched_getaffinity(0))
 # Variables the scripts read or default: the tests start from an environment without them.
@@ -98,7 +100,8 @@ def bin_dir(tmp_path: Path) -> Path:
 # ------------------------------------------------------------------------------------------- syntax
 
 
-@pytest.mark.parametrize("path", sorted(LAUNCH.glob("*.sh")) + sorted(LAUNCH.glob("*.sbatch")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(LAUNCH.glob("*.sh")) + sorted(LAUNCH.glob("*.sbatch")) + GPU_SCRIPTS,
+                         ids=lambda p: p.name)
 def test_bash_syntax(path: Path):
     proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -108,7 +111,7 @@ def test_bash_syntax(path: Path):
                     reason="shellcheck not installed")
 def test_shellcheck_clean():
     exe = shutil.which("shellcheck") or str(ROOT / ".venv/bin/shellcheck")
-    files = [f"launch/{name}" for name in MINE]
+    files = [f"launch/{name}" for name in MINE] + [str(p.relative_to(ROOT)) for p in GPU_SCRIPTS]
     proc = subprocess.run([exe, "-x", "-s", "bash", *files], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
 
