@@ -169,15 +169,20 @@ fi
 
 if [[ $DRY == 0 ]]; then
   "$VPY" - > "$OUT/environment.txt" 2>&1 <<'EOF'
-import importlib.metadata as md, platform, torch
-gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
+import importlib.metadata as md, platform
+try:
+    import torch
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
+    gpu += f"; torch {torch.__version__} (CUDA {torch.version.cuda})"
+except Exception as e:  # still name the rest
+    gpu = f"torch: {type(e).__name__}: {e}"
 def version(name):
     try:
         return md.version(name)
     except md.PackageNotFoundError:
         return "missing"
 pkgs = ", ".join(f"{n} {version(n)}" for n in ("deepspeed", "transformers", "tokenizers", "datasets", "wandb"))
-print(f"{gpu}; Python {platform.python_version()}, torch {torch.__version__} (CUDA {torch.version.cuda}); {pkgs}")
+print(f"{gpu}; Python {platform.python_version()}; {pkgs}")
 EOF
   cat "$OUT/environment.txt"
 fi

@@ -175,7 +175,7 @@ def test_offline_install_into_a_scratch_venv_keeps_torch(tmp_path: Path):
     [(name, rc, _, note)] = [line.split("\t") for line in (out / "parts.tsv").read_text().splitlines()]
     assert (name, rc, note) == ("install", "0", f"torch {torch.__version__} unchanged")
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
-    assert (out / "environment.txt").read_text().startswith(f"{gpu}; Python ")
+    assert (out / "environment.txt").read_text().startswith(f"{gpu}; torch {torch.__version__} (CUDA {torch.version.cuda}); Python ")
 
     # A requirement that would take torch elsewhere: pip refuses (the constraint pins the image's torch).
     write_wheel(wheels, "torch", "0.0.1")
