@@ -12,8 +12,29 @@ from dataclasses import dataclass
 
 import torch
 
-from pretrain.collator import Collator, count_targets
-from pretrain.data import PretrainingData
+from pretrain.collator import Collator, MaskingConfig, count_targets, unit_table
+from pretrain.config import DataConfig
+from pretrain.data import Manifest, PretrainingData
+
+
+def training_stream(data: DataConfig, manifest: Manifest, spm_size: int) -> tuple[PretrainingData, MaskingConfig]:
+    """The sample stream and masking of ``data.*``: what the trainer reads (``data-stats`` reads the same)."""
+    stream = PretrainingData(manifest, data.languages, data.alpha, data.seed)
+    masking = MaskingConfig(
+        spm_size=spm_size,
+        max_mention_length=manifest.limits.max_mention_length,
+        mlm_probability=data.mlm_probability,
+        mep_probability=data.mep_probability,
+        mask_ratio=data.mask_ratio,
+        random_ratio=data.random_ratio,
+        seed=data.seed,
+        max_word_pieces=data.max_word_pieces,
+    )
+    return stream, masking
+
+
+def make_collator(data: DataConfig, masking: MaskingConfig, manifest: Manifest) -> Collator:
+    return Collator(masking, unit_table(str(manifest.spm_path)) if data.whole_word_masking else None)
 
 
 @dataclass

@@ -3,12 +3,19 @@
 Masking is seeded by (seed, global sample index), so a sample is masked the same way whichever rank,
 micro-batch or resumed run sees it. Ids follow fairseq's XLM-R layout: ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2,
 ``<unk>`` 3, spm piece i -> i + 1, ``<mask>`` = spm size + 1; entity ``[PAD]`` 0, ``[MASK]`` 2.
+
+Words are masked by units worth ``mlm_probability`` of the tokens. By default a unit is one piece, as mLUKE
+was trained (the reference's whole-word option found no word boundaries in XLM-R's pieces). Whole-word
+masking takes a word from one "▁" piece to the next, but one piece in scripts written without spaces
+(where that "word" is a clause: 19 pieces on average in Japanese) and at most ``max_word_pieces``.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -24,29 +31,109 @@ IGNORE = -100  # label of positions that are not predicted
 class MaskingConfig:
     spm_size: int  # pieces in the sentencepiece model; <mask> = spm_size + 1
     max_mention_length: int = 30
-    mlm_probability: float = 0.15
+    mlm_probability: float = 0.15  # of the tokens (whole-word masking too: the budget is counted in tokens)
     mep_probability: float = 0.15
     mask_ratio: float = 0.8
     random_ratio: float = 0.1
     seed: int = 0
+    max_word_pieces: int = 8  # whole-word masking: a longer word is masked as parts of this many pieces
 
     @property
     def mask_id(self) -> int:
         return self.spm_size + 1
 
 
-def word_spans(word_ids: np.ndarray, word_start: np.ndarray | None) -> np.ndarray:
-    """Start offsets of the masking units: every token (subword) or every word (spm "▁" pieces)."""
-    if word_start is None or len(word_ids) == 0:
-        return np.arange(len(word_ids) + 1)
-    starts = word_start[word_ids].copy()
-    starts[0] = True
-    return np.append(np.flatnonzero(starts), len(word_ids))
+# What a piece is to whole-word masking (``unit_table``): it continues the current word, starts a word
+# ("▁" piece), or is a unit by itself (a piece of a script written without spaces, or a special id).
+CONTINUES, STARTS, ALONE = 0, 1, 2
+
+# Unicode blocks of scripts written without spaces between words. In them spm's "▁" marks only a space of the
+# text (a phrase or sentence boundary), so a "word" from one "▁" to the next would be a whole clause.
+NO_SPACE_BLOCKS = (
+    (0x0E00, 0x0EFF),  # Thai, Lao
+    (0x0F00, 0x0FFF),  # Tibetan
+    (0x1000, 0x109F),  # Myanmar
+    (0x1780, 0x17FF),  # Khmer
+    (0x19E0, 0x19FF),  # Khmer symbols
+    (0x1B00, 0x1B7F),  # Balinese
+    (0x2E80, 0x2FDF),  # CJK and Kangxi radicals
+    (0x3000, 0x312F),  # CJK symbols and punctuation, Hiragana, Katakana, Bopomofo
+    (0x3190, 0x31FF),  # Kanbun, Bopomofo extended, CJK strokes, Katakana extensions
+    (0x3400, 0x4DBF),  # CJK extension A
+    (0x4E00, 0x9FFF),  # CJK unified ideographs
+    (0xA000, 0xA4CF),  # Yi
+    (0xA980, 0xA9FF),  # Javanese, Myanmar extended B
+    (0xAA60, 0xAA7F),  # Myanmar extended A
+    (0xF900, 0xFAFF),  # CJK compatibility ideographs
+    (0xFF66, 0xFF9F),  # halfwidth Katakana
+    (0x20000, 0x3FFFF),  # CJK extensions B and later
+)
+_BLOCK_STARTS = [a for a, _ in NO_SPACE_BLOCKS]
+
+
+def is_no_space_char(ch: str) -> bool:
+    i = bisect.bisect_right(_BLOCK_STARTS, ord(ch)) - 1
+    return i >= 0 and ord(ch) <= NO_SPACE_BLOCKS[i][1]
+
+
+def piece_unit(piece: str) -> int:
+    """``ALONE`` if any character is of a script written without spaces, else ``STARTS`` for a "▁" piece."""
+    if any(is_no_space_char(c) for c in piece):
+        return ALONE
+    return STARTS if piece.startswith("\u2581") else CONTINUES
+
+
+@lru_cache(maxsize=4)
+def unit_table(spm_path: str) -> np.ndarray:
+    """``table[id]`` = ``piece_unit`` of fairseq id ``id``'s spm piece; specials (and ``<mask>``) are ``ALONE``."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=spm_path)
+    n = sp.get_piece_size()
+    table = np.full(n + 2, ALONE, dtype=np.int8)  # fairseq ids 0..n (+ <mask> at n+1)
+    for i in range(3, n):
+        table[i + 1] = piece_unit(sp.id_to_piece(i))
+    return table
+
+
+def word_spans(word_ids: np.ndarray, units: np.ndarray | None, max_pieces: int = 8) -> np.ndarray:
+    """Start offsets of the masking units (and ``len(word_ids)``): every token (``units`` None, subword
+    masking) or every word: from a "▁" piece to the next, one piece in scripts written without spaces,
+    and at most ``max_pieces`` pieces (a longer word is split)."""
+    n = len(word_ids)
+    if units is None or n == 0:
+        return np.arange(n + 1)
+    kind = units[word_ids]
+    alone = kind == ALONE
+    start = (kind == STARTS) | alone
+    start[1:] |= alone[:-1]  # the piece after a unit of its own starts one too
+    start[0] = True
+    pos = np.arange(n)
+    word_first = np.maximum.accumulate(np.where(start, pos, 0))
+    start |= (pos - word_first) % max_pieces == 0
+    return np.append(np.flatnonzero(start), n)
 
 
 def n_to_mask(n: int, p: float) -> int:
     """round(p * n), at least one where there is anything to mask."""
     return 0 if n == 0 else min(n, max(1, int(round(p * n))))
+
+
+def choose_units(rng: np.random.Generator, lengths: np.ndarray, budget: int) -> np.ndarray:
+    """Units in random order, each taken whole while it fits the token budget (so the masked tokens fall
+    short of it by less than one unit); if none fits, the first one anyway: at least one where present."""
+    order = rng.permutation(len(lengths))
+    chosen: list[int] = []
+    taken = 0
+    for u in order.tolist():
+        if taken + lengths[u] <= budget:
+            chosen.append(u)
+            taken += int(lengths[u])
+            if taken == budget:
+                break
+    if not chosen and len(order):
+        chosen.append(int(order[0]))
+    return np.sort(np.asarray(chosen, dtype=np.int64))
 
 
 @dataclass
@@ -56,17 +143,19 @@ class MaskedSample:
     entity_ids: np.ndarray
     mep_labels: np.ndarray
     entity_position_ids: np.ndarray  # [n_entities, max_mention_length], -1 padded
+    masked_units: np.ndarray | None = None  # length in pieces of each unit masked (data-stats reads it)
 
 
-def mask_sample(sample: Sample, cfg: MaskingConfig, word_start: np.ndarray | None) -> MaskedSample:
+def mask_sample(sample: Sample, cfg: MaskingConfig, units: np.ndarray | None) -> MaskedSample:
+    """Mask one sample; ``units`` is ``unit_table``'s table for whole-word masking, None for subword."""
     rng = np.random.default_rng([cfg.seed, sample.index])
     words = np.asarray(sample.word_ids, dtype=np.int64)
     n = len(words)
 
-    # Words: choose whole units, then decide <mask> / random / keep per token.
-    bounds = word_spans(words, word_start)
-    n_units = len(bounds) - 1
-    chosen = np.sort(rng.choice(n_units, size=n_to_mask(n_units, cfg.mlm_probability), replace=False))
+    # Words: choose whole units worth mlm_probability of the tokens, then <mask> / random / keep per token.
+    bounds = word_spans(words, units, cfg.max_word_pieces)
+    lengths = np.diff(bounds)
+    chosen = choose_units(rng, lengths, n_to_mask(n, cfg.mlm_probability))
     pos = np.concatenate([np.arange(bounds[u], bounds[u + 1]) for u in chosen]) if len(chosen) else np.zeros(0, np.int64)
     labels = np.full(n, IGNORE, dtype=np.int64)
     labels[pos] = words[pos]
@@ -93,18 +182,18 @@ def mask_sample(sample: Sample, cfg: MaskingConfig, word_start: np.ndarray | Non
     for j, (s, e) in enumerate(zip(sample.entity_starts, sample.entity_ends)):
         span = np.arange(s + 1, e + 1)[: cfg.max_mention_length]  # +1: <s> comes first
         positions[j, : len(span)] = span
-    return MaskedSample(input_ids, mlm_labels, ent_in, mep_labels, positions)
+    return MaskedSample(input_ids, mlm_labels, ent_in, mep_labels, positions, lengths[chosen])
 
 
 class Collator:
     """Masks each sample and pads a micro-batch to its longest sequence / entity list."""
 
-    def __init__(self, cfg: MaskingConfig, word_start: np.ndarray | None):
+    def __init__(self, cfg: MaskingConfig, units: np.ndarray | None):
         self.cfg = cfg
-        self.word_start = word_start  # None: subword masking
+        self.units = units  # unit_table(spm) for whole-word masking; None: subword masking
 
     def __call__(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
-        masked = [mask_sample(s, self.cfg, self.word_start) for s in samples]
+        masked = [mask_sample(s, self.cfg, self.units) for s in samples]
         b = len(masked)
         t = max(len(m.input_ids) for m in masked)
         e = max(1, max(len(m.entity_ids) for m in masked))  # width >= 1 keeps shapes valid without entities

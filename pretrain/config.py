@@ -28,7 +28,12 @@ class DataConfig:
     mep_probability: float = 0.15
     mask_ratio: float = 0.8  # of the masked words: replaced by <mask>
     random_ratio: float = 0.1  # replaced by a random piece (the rest are kept)
-    whole_word_masking: bool = True  # mask all pieces of a word (spm "▁" starts a word)
+    # False: every piece is a masking unit, as mLUKE (studio-ousia/luke) was trained: its whole-word option
+    # only knew BERT's "##" and RoBERTa's BPE markers, so with XLM-R's pieces each piece was its own unit.
+    # True: a word ("▁" to "▁"), one piece in scripts written without spaces (CJK, Thai, ...), at most
+    # max_word_pieces pieces; either way mlm_probability of the TOKENS is masked.
+    whole_word_masking: bool = False
+    max_word_pieces: int = 8
     entity_vocab: str | None = None  # optional: must be the vocab the shards were built with (sha256)
     num_workers: int = 1  # processes preparing the next steps' batches (0: in the training loop)
 
@@ -123,6 +128,7 @@ POSITIVE = (
     "train.save_every",
     "train.log_every",
     "model.entity_emb_size",
+    "data.max_word_pieces",
     "deepspeed.timeout_s",
 )
 

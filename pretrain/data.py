@@ -13,7 +13,6 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -300,19 +299,3 @@ class PretrainingData:
 
     def step_samples(self, step: int, global_batch_size: int, rank: int, world_size: int) -> list[Sample]:
         return self.get(rank_slice(global_batch_indices(step, global_batch_size), rank, world_size))
-
-
-@lru_cache(maxsize=4)
-def word_start_table(spm_path: str) -> np.ndarray:
-    """``table[id]`` True where fairseq id ``id`` begins a word (its spm piece starts with "▁").
-
-    Specials (<s> <pad> </s> <unk>) count as word starts, so an unknown piece is its own word.
-    """
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor(model_file=spm_path)
-    n = sp.get_piece_size()
-    table = np.ones(n + 2, dtype=bool)  # fairseq ids 0..n (+ <mask> at n+1)
-    for i in range(3, n):
-        table[i + 1] = sp.id_to_piece(i).startswith("\u2581")
-    return table

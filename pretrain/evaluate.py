@@ -45,8 +45,8 @@ from data_prep.atomic import write_json
 from data_prep.errors import InputError
 from data_prep.spm import XlmrSentencePiece
 from data_prep.vocab_file import EntityVocab, read_entity_vocab
-from pretrain.collator import ENTITY_MASK_ID, IGNORE, Collator, MaskingConfig
-from pretrain.data import Sample, check_shards, load_split, word_start_table
+from pretrain.collator import ENTITY_MASK_ID, IGNORE, Collator, MaskingConfig, unit_table
+from pretrain.data import Sample, check_shards, load_split
 
 FIRST_REAL_ENTITY = 4  # ids 0-3 are [PAD] [UNK] [MASK] [MASK2]
 CLOZE_MODES = ("mask", "surface")
@@ -431,9 +431,10 @@ def evaluate(
         mask_ratio=data.get("mask_ratio", 0.8),
         random_ratio=data.get("random_ratio", 0.1),
         seed=seed,
+        max_word_pieces=data.get("max_word_pieces", 8),
     )
-    whole_word = data.get("whole_word_masking", True)
-    collator = Collator(masking, word_start_table(str(manifest.spm_path)) if whole_word else None)
+    whole_word = data.get("whole_word_masking", False)
+    collator = Collator(masking, unit_table(str(manifest.spm_path)) if whole_word else None)
     report = Report(str(scorer.source), str(manifest.root), seed)
     from tqdm import tqdm
 

@@ -37,8 +37,8 @@ from data_prep.atomic import atomic_path, write_json
 from data_prep.errors import InputError
 from pretrain import checkpoint as ckpt
 from pretrain import init_from
-from pretrain.batches import StepBatches, iterate_steps
-from pretrain.collator import Collator, MaskingConfig
+from pretrain.batches import StepBatches, iterate_steps, make_collator, training_stream
+from pretrain.collator import MaskingConfig
 from pretrain.config import ExperimentConfig, dump_yaml, load_config, to_dict
 from pretrain.data import (
     Manifest,
@@ -46,7 +46,6 @@ from pretrain.data import (
     check_shards,
     entity_vocab_size,
     spm_size,
-    word_start_table,
 )
 from pretrain.metrics import (
     MetricsLog,
@@ -183,16 +182,7 @@ def prepare(cfg: ExperimentConfig, env: DistEnv) -> Plan:
             f"{manifest.root}/manifest.json: max_seq_length {manifest.limits.max_seq_length} does not fit the "
             f"model's max_position_embeddings {mc.max_position_embeddings}"
         )
-    data = PretrainingData(manifest, cfg.data.languages, cfg.data.alpha, cfg.data.seed)
-    masking = MaskingConfig(
-        spm_size=n_words - 2,
-        max_mention_length=manifest.limits.max_mention_length,
-        mlm_probability=cfg.data.mlm_probability,
-        mep_probability=cfg.data.mep_probability,
-        mask_ratio=cfg.data.mask_ratio,
-        random_ratio=cfg.data.random_ratio,
-        seed=cfg.data.seed,
-    )
+    data, masking = training_stream(cfg.data, manifest, n_words - 2)
     resume = ckpt.resume_state(
         cfg.output_dir, env.world_size, cfg.deepspeed.zero_stage, data.fingerprint(), cfg.deepspeed.universal_checkpoint
     )
@@ -363,7 +353,7 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
     t = cfg.train
     stop = t.stop_at_step or t.max_steps
     B, W = t.global_batch_size, env.world_size
-    collate = Collator(plan.masking, word_start_table(str(plan.manifest.spm_path)) if cfg.data.whole_word_masking else None)
+    collate = make_collator(cfg.data, plan.masking, plan.manifest)
     log = None
     if rank0:
         wandb_config = {**to_dict(cfg), "deepspeed_config": plan.ds_config, "model_config": plan.model_config.to_dict(),

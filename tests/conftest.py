@@ -23,3 +23,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def sample_shards(tmp_path_factory):
+    """Shards of the bundled sample (data_prep/sample), built once per session."""
+    from shard_fixtures import sample_shards
+
+    return sample_shards(tmp_path_factory.mktemp("sample_data"))

@@ -141,3 +141,14 @@ def write_shards(
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out
+
+
+def sample_shards(out: str | Path) -> Path:
+    """The bundled sample's shards (7 languages, its own 3000-piece spm model), as the quickstart builds
+    them with ``python -m data_prep run --config configs/data/sample.yaml``; about a second."""
+    from data_prep.pipeline import load_pipeline_config, run_pipeline
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_pipeline_config(root / "configs" / "data" / "sample.yaml", [f"out_dir={out}", "workers=1"])
+    run_pipeline(cfg)
+    return Path(out) / "shards"

@@ -19,7 +19,6 @@ from pretrain.data import (
     language_probabilities,
     rank_slice,
     read_manifest,
-    word_start_table,
 )
 
 
@@ -114,19 +113,6 @@ def test_fingerprint_changes_with_stream(shards):
     assert a != PretrainingData(m, ["en", "fr"], 0.7, 1).fingerprint()
 
 
-def test_word_start_table_from_spm(shards):
-    import sentencepiece as spm
-
-    m = read_manifest(shards)
-    sp = spm.SentencePieceProcessor(model_file=str(m.spm_path))
-    table = word_start_table(str(m.spm_path))
-    assert len(table) == sp.get_piece_size() + 2  # fairseq ids incl. <mask>
-    ids = [i + 1 for i in sp.encode("kalomi sabedo", out_type=int)]
-    pieces = [sp.id_to_piece(i - 1) for i in ids]
-    assert [bool(table[i]) for i in ids] == [p.startswith("\u2581") for p in pieces]
-    assert table[ids[0]] and not all(table[i] for i in ids)  # a word start and a continuation
-
-
 def test_check_shards_errors(shards, tmp_path):
     bad = tmp_path / "s"
     shutil.copytree(shards, bad)
@@ -153,11 +139,11 @@ def test_step_batches_prepared_by_workers_equal_inline(shards):
     import torch
 
     from pretrain.batches import StepBatches, iterate_steps
-    from pretrain.collator import Collator, MaskingConfig
+    from pretrain.collator import Collator, MaskingConfig, unit_table
     from pretrain.data import spm_size
 
     m = read_manifest(shards)
-    collate = Collator(MaskingConfig(spm_size=spm_size(m.spm_path), max_mention_length=4, seed=9), word_start_table(str(m.spm_path)))
+    collate = Collator(MaskingConfig(spm_size=spm_size(m.spm_path), max_mention_length=4, seed=9), unit_table(str(m.spm_path)))
     steps = StepBatches(PretrainingData(m, None, 0.7, seed=9), collate, 8, 2, rank=1, world_size=2, max_steps=6)
     inline = list(iterate_steps(steps, 2, 6, num_workers=0))
     ahead = list(iterate_steps(steps, 2, 6, num_workers=2))

@@ -17,8 +17,8 @@ from tiny_models import perturb_, tiny_mluke_config
 from data_prep.errors import InputError
 from data_prep.spm import XlmrSentencePiece
 from data_prep.vocab_file import read_entity_vocab
-from pretrain.collator import Collator, MaskingConfig
-from pretrain.data import Sample, load_split, word_start_table
+from pretrain.collator import Collator, MaskingConfig, unit_table
+from pretrain.data import Sample, load_split
 from pretrain.evaluate import (
     DEFAULT_PROMPTS,
     Prompt,
@@ -92,7 +92,7 @@ def test_language_metrics_equal_a_hand_computation():
     scorer, model = tiny_scorer()
     d = shards()
     spm = XlmrSentencePiece.load(d / "sentencepiece.bpe.model")
-    collate = Collator(MaskingConfig(spm_size=spm.spm_size, max_mention_length=4, seed=5), word_start_table(str(d / "sentencepiece.bpe.model")))
+    collate = Collator(MaskingConfig(spm_size=spm.spm_size, max_mention_length=4, seed=5), unit_table(str(d / "sentencepiece.bpe.model")))
     got = evaluate_language(scorer, d, "en", collate, batch_size=3, max_sequences=5)
 
     ds = load_split(d, "en", "validation")

@@ -15,8 +15,8 @@ from export_fixtures import run, shards, xl_run
 from data_prep.spm import XlmrSentencePiece
 from data_prep.vocab_file import read_entity_vocab
 from pretrain import checkpoint as ckpt
-from pretrain.collator import Collator, MaskingConfig
-from pretrain.data import Sample, load_split, word_start_table
+from pretrain.collator import Collator, MaskingConfig, unit_table
+from pretrain.data import Sample, load_split
 from pretrain.export import (
     MLUKE_WEIGHTS,
     UnsupportedForHF,
@@ -43,7 +43,7 @@ def validation_batches(lang: str) -> list[dict[str, torch.Tensor]]:
     """Masked validation batches of the fixture shards, through the trainer's collator (padding included)."""
     d = shards()
     spm = XlmrSentencePiece.load(d / "sentencepiece.bpe.model")
-    collate = Collator(MaskingConfig(spm_size=spm.spm_size, max_mention_length=4, seed=3), word_start_table(str(d / "sentencepiece.bpe.model")))
+    collate = Collator(MaskingConfig(spm_size=spm.spm_size, max_mention_length=4, seed=3), unit_table(str(d / "sentencepiece.bpe.model")))
     ds = load_split(d, lang, "validation")
     cols = ("word_ids", "entity_ids", "entity_starts", "entity_ends")
     samples = [Sample(i, lang, *(ds[i][c] for c in cols)) for i in range(len(ds))]

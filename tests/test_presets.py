@@ -101,6 +101,7 @@ def test_mluke_preset_has_published_hyperparameters(name: str, dry_runs):
     assert t.lr == (5e-4 if stage == 1 else STAGE2_LR[size])
     assert (data.mlm_probability, data.mep_probability, data.alpha) == (0.15, 0.15, 0.7)
     assert (data.mask_ratio, data.random_ratio) == (0.8, 0.1)
+    assert data.whole_word_masking is False  # each piece a unit, as the reference trained mLUKE
     assert m.entity_emb_size == 256
     assert (m.hidden_size, m.num_hidden_layers, m.num_attention_heads, m.intermediate_size) == XLMR[size]
     assert m.max_position_embeddings == 514  # 512 words + <s>/</s> offset of fairseq positions
