@@ -1,4 +1,4 @@
-"""``python -m pretrain SUBCOMMAND ...`` (train, export, evaluate).
+"""``python -m pretrain SUBCOMMAND ...`` (train, export, evaluate, data-stats).
 
 The ``deepspeed`` launcher runs ``python -m pretrain --local_rank=N train ...``: the flag comes before
 the subcommand, so it is taken out here and exported as ``LOCAL_RANK`` (which the launcher also sets).
@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pretrain.train", "Train mLUKE with DeepSpeed (run under the deepspeed launcher or torchrun)"),
     "export": ("pretrain.export", "Export a DeepSpeed checkpoint to a Hugging Face LukeForMaskedLM directory"),
     "evaluate": ("pretrain.evaluate", "Masked-word / masked-entity metrics per language and entity cloze probes"),
+    "data-stats": ("pretrain.data_stats", "What the trainer will see per language: sampling, lengths, masking, padding"),
 }
 
 
