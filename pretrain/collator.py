@@ -7,7 +7,8 @@ micro-batch or resumed run sees it. Ids follow fairseq's XLM-R layout: ``<s>`` 0
 Words are masked by units worth ``mlm_probability`` of the tokens. By default a unit is one piece, as mLUKE
 was trained (the reference's whole-word option found no word boundaries in XLM-R's pieces). Whole-word
 masking takes a word from one "▁" piece to the next, but one piece in scripts written without spaces
-(where that "word" is a clause: 19 pieces on average in Japanese) and at most ``max_word_pieces``.
+(where that "word" is a clause: 19 pieces on average in the sample's Japanese) and at most
+``max_word_pieces``.
 """
 
 from __future__ import annotations
@@ -123,12 +124,13 @@ def choose_units(rng: np.random.Generator, lengths: np.ndarray, budget: int) -> 
     """Units in random order, each taken whole while it fits the token budget (so the masked tokens fall
     short of it by less than one unit); if none fits, the first one anyway: at least one where present."""
     order = rng.permutation(len(lengths))
+    size = lengths.tolist()
     chosen: list[int] = []
     taken = 0
     for u in order.tolist():
-        if taken + lengths[u] <= budget:
+        if taken + size[u] <= budget:
             chosen.append(u)
-            taken += int(lengths[u])
+            taken += size[u]
             if taken == budget:
                 break
     if not chosen and len(order):
@@ -156,7 +158,9 @@ def mask_sample(sample: Sample, cfg: MaskingConfig, units: np.ndarray | None) ->
     bounds = word_spans(words, units, cfg.max_word_pieces)
     lengths = np.diff(bounds)
     chosen = choose_units(rng, lengths, n_to_mask(n, cfg.mlm_probability))
-    pos = np.concatenate([np.arange(bounds[u], bounds[u + 1]) for u in chosen]) if len(chosen) else np.zeros(0, np.int64)
+    picked = np.zeros(len(lengths), dtype=bool)
+    picked[chosen] = True
+    pos = np.flatnonzero(np.repeat(picked, lengths))  # token positions of the chosen units
     labels = np.full(n, IGNORE, dtype=np.int64)
     labels[pos] = words[pos]
     r = rng.random(len(pos))
