@@ -88,20 +88,31 @@ def read_parts(run_dir: Path) -> list[dict]:
     return parts
 
 
-def read_junit(path: Path) -> dict:
-    """Counts and the names of failed tests from pytest's --junitxml file."""
+VERBOSE_RESULT = re.compile(r"^\S+::(\S+) (PASSED|FAILED|ERROR|SKIPPED)\b")
+
+
+def read_test_results(run_dir: Path) -> dict:
+    """Counts and the names of failed tests: from pytest's --junitxml file, or, when pytest was stopped
+    before writing it (the part timed out), from the result lines of its -v log so far."""
     out = {"passed": 0, "failed": 0, "skipped": 0, "failed_names": []}
-    if not path.is_file():
-        return out
-    for case in ET.parse(path).getroot().iter("testcase"):
-        kinds = {child.tag for child in case}
-        if kinds & {"failure", "error"}:
-            out["failed"] += 1
-            out["failed_names"].append(case.get("name", "?"))
-        elif "skipped" in kinds:
-            out["skipped"] += 1
-        else:
-            out["passed"] += 1
+
+    def add(name: str, kind: str) -> None:
+        key = {"PASSED": "passed", "SKIPPED": "skipped"}.get(kind, "failed")
+        out[key] += 1
+        if key == "failed" and name not in out["failed_names"]:
+            out["failed_names"].append(name)
+
+    xml, log = run_dir / "tests.xml", run_dir / "tests.log"
+    if xml.is_file():
+        for case in ET.parse(xml).getroot().iter("testcase"):
+            kinds = {child.tag for child in case}
+            kind = "FAILED" if kinds & {"failure", "error"} else "SKIPPED" if "skipped" in kinds else "PASSED"
+            add(case.get("name", "?"), kind)
+    elif log.is_file():
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            m = VERBOSE_RESULT.match(line)
+            if m:
+                add(m.group(1), m.group(2))
     return out
 
 
@@ -144,7 +155,7 @@ def summary(run_dir: Path) -> list[str]:
     for p in parts:
         result = status(p["rc"])
         if p["name"] == "tests":
-            j = read_junit(run_dir / "tests.xml")
+            j = read_test_results(run_dir)
             result += f": {j['passed']} passed, {j['failed']} failed, {j['skipped']} skipped"
             if j["failed_names"]:
                 result += " (" + ", ".join(j["failed_names"]) + ")"

@@ -311,3 +311,24 @@ def test_summary_table(tmp_path: Path, bench_json: Path):
     assert hf_row.split()[-2:] == ["eager", f"{report['models']['hf']['eval_loss']:.4f}"]
     assert lines[14] == f"mluke-large stage 2, ours: {ours['mfu']:.1%} MFU (goal >= 45%: NOT met)"
     assert lines[-1] == "total 326 s; FAILED: tests, mluke-base"
+
+    # pytest killed at the part's time limit writes no XML: its -v lines so far are counted instead.
+    (run / "tests.xml").unlink()
+    (run / "tests.log").write_text(
+        "tests/test_gpu.py::test_stage1_zero3_bf16_checkpointing_on_the_gpu PASSED                 [ 25%]\n"
+        "tests/test_gpu.py::test_stage2_zero1_stopped_and_resumed_gives_the_same_losses FAILED     [ 50%]\n"
+        "tests/test_gpu.py::test_fp16_three_steps ERROR                                           [ 75%]\n"
+        "some other output PASSED\n"
+    )
+    (run / "parts.tsv").write_text("tests\t124\t210\t\n")
+    assert gpu_check.summary(run)[4] == ("tests  210  TIMED OUT: 1 passed, 2 failed, 0 skipped "
+                                         "(test_stage2_zero1_stopped_and_resumed_gives_the_same_losses, "
+                                         "test_fp16_three_steps)")
+
+
+def test_wheels_script_needs_a_python_with_torch(tmp_path: Path):
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_wheels.sh")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "BUILD_PYTHON": "/bin/false",
+                                                      "DOWNLOAD_PYTHON": "/bin/false", "WHEELHOUSE": str(tmp_path / "w")})
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: /bin/false cannot import torch (set BUILD_PYTHON)"
+    assert not (tmp_path / "w").exists() and not (tmp_path / "w.partial").exists()
