@@ -292,9 +292,9 @@ def init_from_luke(model: MLukeForMaskedLM, path: str | Path, entity_vocab: Enti
     names_file = path / ENTITY_VOCAB_JSON
     if not names_file.is_file():
         raise InputError(f"{names_file}: not found (a LUKE init_from needs its entity names)")
-    mapping = match_entities(entity_vocab, read_luke_entity_names(names_file), names_file)
     if len(entity_vocab) != model.config.entity_vocab_size:
         raise ValueError(f"entity vocabulary of {len(entity_vocab)} for a model of {model.config.entity_vocab_size}")
+    mapping = match_entities(entity_vocab, read_luke_entity_names(names_file), names_file)
     ours = torch.tensor(list(mapping), dtype=torch.long)
     theirs = torch.tensor(list(mapping.values()), dtype=torch.long)
     V = model.config.vocab_size
