@@ -96,7 +96,7 @@ def load_scorer(
     sha256 of the spm model / entity vocab the model was trained with).
     """
     from pretrain import checkpoint as ckpt
-    from pretrain.export import MLUKE_WEIGHTS, load_exported, load_weights, resolve_checkpoint
+    from pretrain.export import MLUKE_CONFIG, load_exported, load_weights, resolve_checkpoint
     from pretrain.model import MLukeForMaskedLM
 
     p = Path(checkpoint)
@@ -105,13 +105,15 @@ def load_scorer(
     info: dict[str, Any] = {}
     if (p / "export.json").is_file():
         info = json.loads((p / "export.json").read_text(encoding="utf-8"))
-    if (p / "config.json").is_file():
+    if info.get("lite"):
+        raise InputError(f"{p}: a --lite export keeps no entity embeddings to evaluate; evaluate its checkpoint")
+    if (p / "config.json").is_file() and json.loads((p / "config.json").read_text(encoding="utf-8")).get("model_type") == "luke":
         from transformers import LukeForMaskedLM
 
         model = LukeForMaskedLM.from_pretrained(p)
         V = info.get("word_vocab_size") or model.config.vocab_size
         return Scorer(model, V, hf=True, source=str(p), device=device), info
-    if (p / MLUKE_WEIGHTS).is_file():
+    if (p / MLUKE_CONFIG).is_file():  # an XL export: this project's model, no remote code needed
         model = load_exported(p)
         return Scorer(model, model.config.vocab_size, hf=False, source=str(p), device=device), info
     src = resolve_checkpoint(p, shards)

@@ -1,58 +1,84 @@
-"""``python -m pretrain export --checkpoint OUT/checkpoints[/TAG] --out HF_DIR``: DeepSpeed -> Hugging Face.
+"""``python -m pretrain export --checkpoint OUT/checkpoints[/TAG] --out HF_DIR [--lite] [--entity-aware-attention]``.
 
 Reads a DeepSpeed checkpoint of any ZeRO stage (partitioned fp32 master weights are consolidated with
 DeepSpeed's own ``zero_to_fp32``), takes the model config from ``model_config.json`` (tag dir or OUT) when
 the trainer recorded one, else rebuilds it as the trainer did from ``OUT/config.yaml`` and the shards'
-manifest (spm and entity-vocab sizes, ``model.init_from``'s config.json), and writes a directory that loads with
-``transformers.LukeForMaskedLM`` / ``LukeModel`` and ``MLukeTokenizer``:
+manifest (spm and entity-vocab sizes, ``model.init_from``'s config.json), and writes a Hugging Face
+directory whose tokenizer loads with ``MLukeTokenizer.from_pretrained`` and whose model is:
 
-- ``model.safetensors`` (sharded above 5 GB) with EVERY weight written, tied ones included
-  (transformers 5 does not tie ``lm_head.decoder.weight`` to the word embeddings), ``config.json``.
-- What the released mLUKE checkpoints have and pretraining does not (LUKE's own conversion recipe):
-  * word tokens ``<ent>`` / ``<ent2>`` appended at ids V, V+1: their embedding rows and LM-head bias copied
-    from the pieces ``@`` and ``#`` (``<unk>`` when the spm model has no such piece);
-  * entity-aware attention (``use_entity_aware_attention=True``) with the w2e/e2w/e2e query weights
-    copied from the query weights: with four equal query matrices the attention scores are exactly
-    those of the plain joint self-attention pretraining used, so the outputs do not change (tested);
-  * ``[MASK2]`` (already entity id 3, never seen in pretraining) gets the embedding and bias of ``[MASK]``;
-  * the pooler LukeModel has but pretraining never trains: N(0, initializer_range) from a fixed seed,
-    zero bias (written, so nothing is "newly initialised" at load time).
-- Tokenizer files (``pretrain.hf_tokenizer``): sentencepiece.bpe.model, a fairseq-ordered tokenizer.json
-  (the fix for MLukeTokenizer's id shift in transformers 5), entity_vocab.json ("lang:title" keys),
-  tokenizer_config.json, special_tokens_map.json; plus ``mluke_config.json`` (this project's model
-  config), ``export.json`` (provenance) and a README.md.
+- post-LN backbone (XLM-R base/large): ``transformers.LukeForMaskedLM`` / ``LukeModel``;
+- pre-LN backbone (XLM-R XL), which LUKE's classes cannot represent: ``MLukeXLForMaskedLM`` / ``MLukeXLModel``
+  from ``pretrain/hf_xl`` (the two files are copied into the directory and named in config.json's
+  ``auto_map``), loaded with ``AutoModelForMaskedLM`` / ``AutoModel.from_pretrained(DIR, trust_remote_code=True)``.
+  Its weight names are this project's; the tied decoders are not written (transformers re-ties them).
 
-A pre-LayerNorm (XLM-R XL) backbone has no ``LukeForMaskedLM`` equivalent: the directory then gets this
-project's state dict (``mluke_model.safetensors``, loadable with ``load_exported``), mluke_config.json and
-the tokenizer files, and ``export`` raises ``UnsupportedForHF`` (exit 2) saying so.
+``model.safetensors`` (sharded above 5 GB) and ``config.json``; for LukeForMaskedLM EVERY weight is written,
+tied ones included (transformers 5 does not tie ``lm_head.decoder.weight`` to the word embeddings).
+Added, as LUKE's own conversion does, what the released mLUKE checkpoints have and pretraining does not:
+
+- word tokens ``<ent>`` / ``<ent2>`` at ids V, V+1: embedding rows and LM-head bias copied from the
+  pieces ``@`` and ``#`` (``<unk>`` when the spm model has no such piece);
+- ``[MASK2]`` (entity id 3, never seen in pretraining) gets the embedding and bias of ``[MASK]``;
+- LukeForMaskedLM only: the w2e/e2w/e2e query weights of entity-aware attention, copied from the query.
+  ``use_entity_aware_attention`` is false as in the published mLUKE configs (pretraining used plain
+  attention), so ``from_pretrained`` lists the copies as unused, as it does for studio-ousia/mluke-base;
+  with it true (``--entity-aware-attention``, or flipped in config.json later) four equal query matrices
+  give exactly the plain attention scores, so the outputs are the same (tested). And the pooler
+  LukeModel has and pretraining never trains: N(0, initializer_range) from a fixed seed, zero bias
+  (written, so nothing is "newly initialised").
+
+``--lite`` (as studio-ousia/mluke-base-lite, made by LUKE's conversion with ``--remove-entity-embeddings``):
+of the entity side only the four special entities stay (``[PAD]`` ``[UNK]`` ``[MASK]`` ``[MASK2]``, ids 0-3):
+``entity_vocab_size`` 4, entity table and entity-head bias cut to those rows, a four-entry entity_vocab.json.
+It is a word model (plus ``[MASK]`` entities for entity-span tasks) at the size of the XLM-R backbone.
+
+Tokenizer files (``pretrain.hf_tokenizer``): sentencepiece.bpe.model, a fairseq-ordered tokenizer.json
+(the fix for MLukeTokenizer's id shift in transformers 5), entity_vocab.json ("lang:title" keys),
+tokenizer_config.json, special_tokens_map.json; plus ``mluke_config.json`` (this project's config of the
+exported weights, for ``load_exported``), ``export.json`` (provenance) and a README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from data_prep.atomic import atomic_path
 from data_prep.errors import InputError
-from data_prep.vocab_file import MASK2_ID, MASK_ID, read_entity_vocab
+from data_prep.vocab_file import (
+    MASK2_ID,
+    MASK_ID,
+    SPECIAL_TOKENS,
+    EntityVocab,
+    read_entity_vocab,
+    special_entries,
+)
 from pretrain import checkpoint as ckpt
 from pretrain.hf_tokenizer import write_tokenizer_files
 from pretrain.model import MLukeConfig, MLukeForMaskedLM
 
 ENT_INIT_PIECES = ("@", "#")  # LUKE initialises <ent> from "@" and <ent2> from "#"
 POOLER_SEED = 0
-MLUKE_WEIGHTS = "mluke_model.safetensors"
+MLUKE_WEIGHTS = "mluke_model.safetensors"  # written by exports before the XL modeling file; still read
 MLUKE_CONFIG = "mluke_config.json"
 RECORDED_CONFIG = "model_config.json"  # MLukeConfig.to_dict() in the tag dir or OUT, if the trainer writes one
-
-
-class UnsupportedForHF(InputError):
-    """The checkpoint was exported, but not as a transformers LukeForMaskedLM (pre-LN backbone)."""
+LITE_ENTITIES = len(SPECIAL_TOKENS)  # a --lite export keeps entity ids 0-3: [PAD] [UNK] [MASK] [MASK2]
+ENTITY_TABLE = "luke.entity_embeddings.entity_embeddings.weight"
+HF_XL_DIR = Path(__file__).parent / "hf_xl"
+XL_FILES = ("configuration_mluke_xl.py", "modeling_mluke_xl.py")
+XL_AUTO_MAP = {
+    "AutoConfig": "configuration_mluke_xl.MLukeXLConfig",
+    "AutoModel": "modeling_mluke_xl.MLukeXLModel",
+    "AutoModelForMaskedLM": "modeling_mluke_xl.MLukeXLForMaskedLM",
+}
+# Tied to an embedding table or to lm_head.bias: the XL model's _tied_weights_keys, not written for it.
+XL_TIED = ("lm_head.decoder.weight", "lm_head.decoder.bias", "entity_predictions.decoder.weight")
 
 
 @dataclass
@@ -162,10 +188,10 @@ def piece_id(spm_path: Path, piece: str) -> int:
 
 
 @torch.no_grad()
-def to_luke_state_dict(
-    sd: dict[str, torch.Tensor], mc: MLukeConfig, ent_init_ids: tuple[int, int]
+def to_hf_state_dict(
+    sd: dict[str, torch.Tensor], ent_init_ids: tuple[int, int], lite: bool = False
 ) -> dict[str, torch.Tensor]:
-    """This project's weights -> ``LukeForMaskedLM``'s, with the additions listed in the module doc."""
+    """What both layouts add (module doc): <ent>/<ent2> rows, [MASK2] from [MASK]; ``lite`` keeps entities 0-3."""
     out = {k: v.clone() for k, v in sd.items()}
     rows = list(ent_init_ids)
     word = sd["luke.embeddings.word_embeddings.weight"]
@@ -176,11 +202,21 @@ def to_luke_state_dict(
     bias = torch.cat([bias, bias[rows]])
     out["lm_head.bias"], out["lm_head.decoder.bias"] = bias, bias.clone()
 
-    ent = out["luke.entity_embeddings.entity_embeddings.weight"]
+    ent, ent_bias = out[ENTITY_TABLE], out["entity_predictions.bias"]
     ent[MASK2_ID] = ent[MASK_ID]
-    out["entity_predictions.bias"][MASK2_ID] = out["entity_predictions.bias"][MASK_ID]
-    out["entity_predictions.decoder.weight"] = ent.clone()
+    ent_bias[MASK2_ID] = ent_bias[MASK_ID]
+    if lite:
+        out[ENTITY_TABLE], out["entity_predictions.bias"] = ent[:LITE_ENTITIES].clone(), ent_bias[:LITE_ENTITIES].clone()
+    out["entity_predictions.decoder.weight"] = out[ENTITY_TABLE].clone()
+    return out
 
+
+@torch.no_grad()
+def to_luke_state_dict(
+    sd: dict[str, torch.Tensor], mc: MLukeConfig, ent_init_ids: tuple[int, int], lite: bool = False
+) -> dict[str, torch.Tensor]:
+    """This project's weights -> ``LukeForMaskedLM``'s, with the additions listed in the module doc."""
+    out = to_hf_state_dict(sd, ent_init_ids, lite)
     for i in range(mc.num_hidden_layers):
         prefix = f"luke.encoder.layer.{i}.attention.self."
         for kind in ("w2e_", "e2w_", "e2e_"):
@@ -194,28 +230,43 @@ def to_luke_state_dict(
     return out
 
 
-def luke_config(mc: MLukeConfig):
-    """``LukeConfig`` of the exported model: backbone sizes, +2 word ids for <ent>/<ent2>, entity-aware attention."""
+def exported_mluke_config(mc: MLukeConfig, lite: bool) -> MLukeConfig:
+    """This project's config of the exported weights (before the +2 word ids): a lite one has 4 entities."""
+    return dataclasses.replace(mc, entity_vocab_size=LITE_ENTITIES) if lite else mc
+
+
+def luke_config(mc: MLukeConfig, entity_aware_attention: bool = False):
+    """``LukeConfig`` of the exported model: backbone sizes, +2 word ids for <ent>/<ent2>."""
     config = mc.to_luke_config()
     config.vocab_size = mc.vocab_size + 2
-    config.use_entity_aware_attention = True
+    config.use_entity_aware_attention = entity_aware_attention
     config.architectures = ["LukeForMaskedLM"]
     return config
 
 
-def _check_against_transformers(state: dict[str, torch.Tensor], config) -> None:
-    """The exported names and shapes are exactly LukeForMaskedLM's (a meta-device model: no memory)."""
-    from transformers import LukeForMaskedLM
+def xl_config(mc: MLukeConfig):
+    """``MLukeXLConfig`` (pretrain/hf_xl) of the exported pre-LN model, +2 word ids, with ``auto_map``."""
+    from pretrain.hf_xl.configuration_mluke_xl import MLukeXLConfig
 
+    shared = {f.name for f in dataclasses.fields(MLukeConfig)} & set(MLukeXLConfig.__annotations__)
+    config = MLukeXLConfig(**{k: getattr(mc, k) for k in sorted(shared)})
+    config.vocab_size = mc.vocab_size + 2
+    config.architectures = ["MLukeXLForMaskedLM"]
+    config.auto_map = dict(XL_AUTO_MAP)
+    return config
+
+
+def _check_names(state: dict[str, torch.Tensor], model_cls, config, tied: tuple[str, ...] = ()) -> None:
+    """The exported names and shapes are exactly ``model_cls``'s, less ``tied`` (a meta-device model: no memory)."""
     with torch.device("meta"):
-        ref = LukeForMaskedLM(config)
-    shapes = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+        ref = model_cls(config)
+    shapes = {k: tuple(v.shape) for k, v in ref.state_dict().items() if k not in tied}
     missing = sorted(set(shapes) - set(state))
     unexpected = sorted(set(state) - set(shapes))
     wrong = [k for k in shapes if k in state and tuple(state[k].shape) != shapes[k]]
     if missing or unexpected or wrong:  # a transformers version with other names: fail loudly
         raise RuntimeError(
-            f"export does not match this transformers' LukeForMaskedLM: missing {missing[:3]}, "
+            f"export does not match {model_cls.__name__}: missing {missing[:3]}, "
             f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}"
         )
 
@@ -223,53 +274,57 @@ def _check_against_transformers(state: dict[str, torch.Tensor], config) -> None:
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _save_weights(
-    state: dict[str, torch.Tensor], directory: Path, dtype: str, filename: str | None = None, copy: bool = False
-) -> None:
-    """Write safetensors (sharded above 5 GB). ``copy``: the tensors are views into the flat buffer that
-    zero_to_fp32 returns, which safetensors refuses to write as shared memory."""
+def _save_weights(state: dict[str, torch.Tensor], directory: Path, dtype: str) -> None:
+    """Write model.safetensors (sharded above 5 GB)."""
     from huggingface_hub import save_torch_state_dict
 
-    state = {k: v.to(DTYPES[dtype], copy=copy).contiguous() for k, v in sorted(state.items())}
-    kwargs: dict[str, Any] = {"max_shard_size": "5GB", "metadata": {"format": "pt"}}
-    if filename is not None:
-        kwargs["filename_pattern"] = filename.replace(".safetensors", "{suffix}.safetensors")
-    save_torch_state_dict(state, directory, **kwargs)
+    state = {k: v.to(DTYPES[dtype]).contiguous() for k, v in sorted(state.items())}
+    save_torch_state_dict(state, directory, max_shard_size="5GB", metadata={"format": "pt"})
 
 
-def _readme(src: SourceCheckpoint, hf: bool, ent_ids: tuple[int, int]) -> str:
+def _readme(src: SourceCheckpoint, xl: bool, ent_ids: tuple[int, int], lite: bool, entity_aware: bool) -> str:
     mc = src.model_config
     step = src.state.step if src.state else "?"
+    n_ent = f"{LITE_ENTITIES} special entities (--lite)" if lite else f"{mc.entity_vocab_size} entities"
     lines = [
         "# mLUKE checkpoint exported by `python -m pretrain export`",
         "",
         f"Source: `{src.tag_dir}` (step {step}, training stage {src.state.stage if src.state else '?'}).",
         f"Backbone: hidden {mc.hidden_size}, {mc.num_hidden_layers} layers, {mc.num_attention_heads} heads, "
-        f"{mc.vocab_size} word ids (+2: `<ent>`={mc.vocab_size}, `<ent2>`={mc.vocab_size + 1}), "
-        f"{mc.entity_vocab_size} entities ({mc.entity_emb_size}-d).",
+        f"{'pre' if xl else 'post'}-LayerNorm, {mc.vocab_size} word ids (+2: `<ent>`={mc.vocab_size}, "
+        f"`<ent2>`={mc.vocab_size + 1}), {n_ent} ({mc.entity_emb_size}-d).",
         "",
+        "```python",
     ]
-    if hf:
+    if xl:
         lines += [
-            "```python",
-            "from transformers import LukeForMaskedLM, MLukeTokenizer",
-            "model = LukeForMaskedLM.from_pretrained(PATH)",
-            "tokenizer = MLukeTokenizer.from_pretrained(PATH)",
-            "```",
-            "",
-            "Entity-aware attention is switched on with its w2e/e2w/e2e query weights equal to the query",
-            "weights, which computes exactly the plain self-attention the model was pretrained with.",
-            f"`<ent>`/`<ent2>` were initialised from word ids {ent_ids[0]}/{ent_ids[1]} ('@'/'#'), `[MASK2]`",
-            "from `[MASK]`, the pooler randomly (it is not pretrained).",
+            "from transformers import AutoModelForMaskedLM, MLukeTokenizer",
+            "model = AutoModelForMaskedLM.from_pretrained(PATH, trust_remote_code=True)  # or AutoModel",
         ]
     else:
         lines += [
-            "**Not a transformers model.** The backbone is pre-LayerNorm (XLM-R XL), which",
-            "`transformers.LukeForMaskedLM` cannot represent. This directory holds this project's weights",
-            f"(`{MLUKE_WEIGHTS}`, names as XLMRobertaXLForMaskedLM with `roberta.` -> `luke.`) and config",
-            f"(`{MLUKE_CONFIG}`); load them with `pretrain.export.load_exported(PATH)`. The tokenizer files",
-            "load with `MLukeTokenizer.from_pretrained(PATH)`.",
+            "from transformers import LukeForMaskedLM, MLukeTokenizer",
+            "model = LukeForMaskedLM.from_pretrained(PATH)  # or LukeModel",
         ]
+    lines += ["tokenizer = MLukeTokenizer.from_pretrained(PATH)", "```", ""]
+    if xl:
+        lines += [
+            "The backbone is pre-LayerNorm (XLM-R XL), which transformers' LUKE classes cannot represent: the model",
+            "is `MLukeXLForMaskedLM` / `MLukeXLModel` of `modeling_mluke_xl.py` in this directory (plain",
+            "self-attention over the joint word + entity sequence, as pretrained; no pooler).",
+        ]
+    else:
+        lines += [
+            f"`use_entity_aware_attention` is {str(entity_aware).lower()}. The w2e/e2w/e2e query weights are the query",
+            "weights, so switching it on computes exactly the plain self-attention the model was pretrained with;",
+            "while it is off, transformers reports them as unused weights (as for studio-ousia/mluke-base).",
+            "The pooler is random (it is not pretrained).",
+        ]
+    lines.append(
+        f"`<ent>`/`<ent2>` were initialised from word ids {ent_ids[0]}/{ent_ids[1]} ('@'/'#'), `[MASK2]` from `[MASK]`."
+    )
+    if lite:
+        lines.append("Lite: the entity table keeps only `[PAD]` `[UNK]` `[MASK]` `[MASK2]` (ids 0-3).")
     lines += [
         "",
         "Tokenizer notes (transformers 5.23): ids follow XLM-R (`<s>`0 `<pad>`1 `</s>`2 `<unk>`3, `<mask>` = last",
@@ -283,14 +338,26 @@ def _readme(src: SourceCheckpoint, hf: bool, ent_ids: tuple[int, int]) -> str:
     return "\n".join(lines)
 
 
-def export(checkpoint: Path, out: Path, shards: Path | None = None, dtype: str = "fp32") -> Path:
+def export(
+    checkpoint: Path,
+    out: Path,
+    shards: Path | None = None,
+    dtype: str = "fp32",
+    lite: bool = False,
+    entity_aware_attention: bool = False,
+) -> Path:
     """Export a DeepSpeed checkpoint (OUT, OUT/checkpoints or OUT/checkpoints/TAG) to ``out``; returns ``out``."""
     if dtype not in DTYPES:
         raise InputError(f"--dtype {dtype!r}: must be one of {', '.join(DTYPES)}")
     src = resolve_checkpoint(checkpoint, shards)
     mc = src.model_config
+    xl = mc.pre_layer_norm
+    if xl and entity_aware_attention:
+        raise InputError(
+            f"{src.tag_dir}: --entity-aware-attention: the pre-LayerNorm (XL) export has plain self-attention only"
+        )
     sd = load_weights(src)
-    vocab = read_entity_vocab(src.entity_vocab_path)
+    vocab = EntityVocab(special_entries()) if lite else read_entity_vocab(src.entity_vocab_path)
     ent_ids = tuple(piece_id(src.spm_path, p) for p in ENT_INIT_PIECES)
     from data_prep.spm import XlmrSentencePiece
 
@@ -300,12 +367,28 @@ def export(checkpoint: Path, out: Path, shards: Path | None = None, dtype: str =
             f"{src.spm_path}: gives {n_ids} word ids (pieces + <s> <pad> </s> <unk> shift + <mask>), the model "
             f"has {mc.vocab_size} word embeddings; export needs a backbone whose vocabulary is exactly the spm's"
         )
-    hf = not mc.pre_layer_norm
+    emc = exported_mluke_config(mc, lite)
+    if xl:
+        from pretrain.hf_xl.modeling_mluke_xl import MLukeXLForMaskedLM
+
+        state = {k: v for k, v in to_hf_state_dict(sd, ent_ids, lite).items() if k not in XL_TIED}
+        config, model_cls, tied = xl_config(emc), MLukeXLForMaskedLM, XL_TIED
+    else:
+        from transformers import LukeForMaskedLM
+
+        state = to_luke_state_dict(sd, mc, ent_ids, lite)
+        config, model_cls, tied = luke_config(emc, entity_aware_attention), LukeForMaskedLM, ()
+    del sd  # every exported tensor is a copy: frees the consolidated flat buffer before writing
+    # Checked against the entity-aware variant: it has every name the export writes (the query copies too).
+    _check_names(state, model_cls, luke_config(emc, True) if not xl else config, tied)
+    config.dtype = str(DTYPES[dtype]).removeprefix("torch.")  # from_pretrained loads in this dtype
     info = {
         "source": str(src.tag_dir.resolve()),
         "tag": src.tag,
         "trainer_state": asdict(src.state) if src.state else None,
-        "hf_loadable": hf,
+        "architecture": config.architectures[0],
+        "lite": lite,
+        "use_entity_aware_attention": bool(entity_aware_attention),
         "word_vocab_size": mc.vocab_size,
         "ent_token_ids": [mc.vocab_size, mc.vocab_size + 1],
         "ent_token_init_ids": list(ent_ids),
@@ -316,37 +399,24 @@ def export(checkpoint: Path, out: Path, shards: Path | None = None, dtype: str =
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
-        if hf:
-            state = to_luke_state_dict(sd, mc, ent_ids)  # every tensor a fresh copy
-            del sd  # frees the consolidated flat buffer before writing
-            config = luke_config(mc)
-            config.dtype = str(DTYPES[dtype]).removeprefix("torch.")  # from_pretrained loads in this dtype
-            _check_against_transformers(state, config)
-            config.save_pretrained(tmp)
-            _save_weights(state, tmp, dtype)
-        else:
-            # No tied duplicates needed: load_exported re-ties them.
-            state = {k: v for k, v in sd.items() if k not in ("lm_head.decoder.weight", "lm_head.decoder.bias",
-                                                             "entity_predictions.decoder.weight")}
-            _save_weights(state, tmp, dtype, MLUKE_WEIGHTS, copy=True)
-        (tmp / MLUKE_CONFIG).write_text(json.dumps(mc.to_dict(), indent=2) + "\n", encoding="utf-8")
+        config.save_pretrained(tmp)
+        _save_weights(state, tmp, dtype)
+        if xl:
+            for name in XL_FILES:
+                shutil.copyfile(HF_XL_DIR / name, tmp / name)
+        (tmp / MLUKE_CONFIG).write_text(json.dumps(emc.to_dict(), indent=2) + "\n", encoding="utf-8")
         write_tokenizer_files(tmp, src.spm_path, vocab, **src.limits)
         (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        (tmp / "README.md").write_text(_readme(src, hf, ent_ids), encoding="utf-8")
-    if not hf:
-        raise UnsupportedForHF(
-            f"{out}: the backbone is pre-LayerNorm (XLM-R XL), which transformers' LukeForMaskedLM cannot "
-            f"represent; wrote this project's weights ({MLUKE_WEIGHTS}, {MLUKE_CONFIG}; load with "
-            "pretrain.export.load_exported) and the MLukeTokenizer files instead"
-        )
+        (tmp / "README.md").write_text(_readme(src, xl, ent_ids, lite, entity_aware_attention), encoding="utf-8")
     return out
 
 
 def load_exported(path: str | Path) -> MLukeForMaskedLM:
-    """This project's model from an export directory (``mluke_model.safetensors`` or an HF LukeForMaskedLM one).
+    """This project's model from an export directory (its ``mluke_config.json`` says which).
 
-    For an HF export the <ent>/<ent2> rows, the pooler and the entity-aware query copies are dropped: they
-    are not part of the pretraining model (the copies must still equal the query weights).
+    The <ent>/<ent2> rows, the pooler and the entity-aware query copies are dropped: they are not part of
+    the pretraining model (the copies must still equal the query weights). Tied weights not written (XL)
+    are re-tied. A ``--lite`` export gives a model with the 4 special entities.
     """
     from safetensors.torch import load_file
 
@@ -356,7 +426,7 @@ def load_exported(path: str | Path) -> MLukeForMaskedLM:
         raise InputError(f"{cfg_file}: not found (not a `pretrain export` directory)")
     mc = MLukeConfig(**json.loads(cfg_file.read_text(encoding="utf-8")))
     model = MLukeForMaskedLM(mc)
-    if (path / MLUKE_WEIGHTS).is_file():
+    if (path / MLUKE_WEIGHTS).is_file():  # an export made before XL exports loaded in transformers
         sd = load_file(str(path / MLUKE_WEIGHTS))
     else:
         from pretrain.init_from import read_checkpoint_tensors
@@ -364,7 +434,8 @@ def load_exported(path: str | Path) -> MLukeForMaskedLM:
         sd = read_checkpoint_tensors(path)
         V = mc.vocab_size
         for k in ("luke.embeddings.word_embeddings.weight", "lm_head.decoder.weight", "lm_head.bias", "lm_head.decoder.bias"):
-            sd[k] = sd[k][:V]
+            if k in sd:
+                sd[k] = sd[k][:V]
         for k in [k for k in sd if "2e_query" in k or "2w_query" in k or k.startswith("luke.pooler.")]:
             if "_query" in k:
                 q = sd[k.replace("w2e_", "").replace("e2w_", "").replace("e2e_", "")]
@@ -386,12 +457,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", type=Path, default=None,
                         help="shards directory of the run (default: data.shards of OUT/config.yaml)")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="dtype of the written weights")
+    parser.add_argument("--lite", action="store_true",
+                        help="keep only the 4 special entities of the entity side (as studio-ousia/mluke-base-lite)")
+    parser.add_argument("--entity-aware-attention", action="store_true",
+                        help="write use_entity_aware_attention=true (same outputs; default false as published mLUKE)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    out = export(args.checkpoint, args.out, shards=args.shards, dtype=args.dtype)
+    out = export(args.checkpoint, args.out, shards=args.shards, dtype=args.dtype, lite=args.lite,
+                 entity_aware_attention=args.entity_aware_attention)
     info = json.loads((out / "export.json").read_text(encoding="utf-8"))
     state = info["trainer_state"] or {}
+    remote = ", trust_remote_code" if info["architecture"] != "LukeForMaskedLM" else ""
     print(f"export: {info['source']} (step {state.get('step', '?')}, stage {state.get('stage', '?')}) -> {out} "
-          "(LukeForMaskedLM + MLukeTokenizer)")
+          f"({info['architecture']}{remote}{', lite' if info['lite'] else ''} + MLukeTokenizer)")
     return 0

@@ -1,4 +1,5 @@
-"""Export of real DeepSpeed checkpoints (ZeRO 0/1/2/3, stage 1 and 2) to transformers' LukeForMaskedLM."""
+"""Export of real DeepSpeed checkpoints (ZeRO 0/1/2/3, stage 1 and 2) to transformers: LukeForMaskedLM (full,
+--lite, with or without entity-aware attention) and, for the pre-LN XL backbone, its trust_remote_code model."""
 
 from __future__ import annotations
 
@@ -12,22 +13,18 @@ import pytest
 import torch
 from export_fixtures import run, shards, xl_run
 
+from data_prep.errors import InputError
 from data_prep.spm import XlmrSentencePiece
-from data_prep.vocab_file import read_entity_vocab
+from data_prep.vocab_file import MASK_ID, read_entity_vocab
 from pretrain import checkpoint as ckpt
 from pretrain.collator import Collator, MaskingConfig, unit_table
 from pretrain.data import Sample, load_split
-from pretrain.export import (
-    MLUKE_WEIGHTS,
-    UnsupportedForHF,
-    export,
-    load_exported,
-    load_weights,
-    resolve_checkpoint,
-)
+from pretrain.export import HF_XL_DIR, XL_FILES, export, load_exported, load_weights, resolve_checkpoint
 from pretrain.model import MLukeForMaskedLM
 
 HEAD_PREFIXES = ("lm_head.", "entity_predictions.")
+QUERY_COPIES = {f"luke.encoder.layer.{i}.attention.self.{kind}query.{p}"
+                for i in range(2) for kind in ("w2e_", "e2w_", "e2e_") for p in ("weight", "bias")}
 
 
 def trained_model(run_dir: Path) -> MLukeForMaskedLM:
@@ -59,28 +56,38 @@ class LogCapture(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def load_hf(path: Path):
-    """LukeForMaskedLM + LukeModel from ``path`` with their loading info and every log line transformers wrote."""
+def load_hf(path: Path, xl: bool = False, **config_overrides):
+    """The masked-LM and base models from ``path`` with their loading info and every log line transformers wrote:
+    LukeForMaskedLM + LukeModel, or (``xl``) AutoModelForMaskedLM + AutoModel with trust_remote_code."""
     import transformers
-    from transformers import LukeForMaskedLM, LukeModel
+    from transformers import AutoModel, AutoModelForMaskedLM, LukeForMaskedLM, LukeModel
 
+    classes, kwargs = (LukeForMaskedLM, LukeModel), dict(config_overrides)
+    if xl:
+        classes, kwargs = (AutoModelForMaskedLM, AutoModel), {**kwargs, "trust_remote_code": True}
     handler = LogCapture()
     transformers.logging.add_handler(handler)
     old = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_info()
     try:
-        mlm, mlm_info = LukeForMaskedLM.from_pretrained(path, output_loading_info=True)
-        base, base_info = LukeModel.from_pretrained(path, output_loading_info=True)
+        mlm, mlm_info = classes[0].from_pretrained(path, output_loading_info=True, **kwargs)
+        base, base_info = classes[1].from_pretrained(path, output_loading_info=True, **kwargs)
     finally:
         transformers.logging.set_verbosity(old)
         transformers.logging.remove_handler(handler)
     return mlm.eval(), mlm_info, base.eval(), base_info, "\n".join(handler.messages)
 
 
-def assert_same_logits(model: MLukeForMaskedLM, hf, batches) -> None:
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k not in ("mlm_labels", "mep_labels")}
+
+
+def assert_same_logits(model: MLukeForMaskedLM, hf, batches, n_entities: int | None = None) -> None:
+    """Word logits (+2 ids <ent>/<ent2>) and entity logits equal at real positions; [MASK2] (id 3) is
+    re-initialised from [MASK] by the export. ``n_entities``: the export keeps only the first ones (lite)."""
     V = model.config.vocab_size
     for batch in batches:
-        inputs = {k: v for k, v in batch.items() if k not in ("mlm_labels", "mep_labels")}
+        inputs = model_inputs(batch)
         with torch.no_grad():
             ref = model(**inputs, return_logits=True)
             out = hf(**inputs)
@@ -88,54 +95,237 @@ def assert_same_logits(model: MLukeForMaskedLM, hf, batches) -> None:
         ents = batch["entity_attention_mask"].bool()
         assert out.logits.shape[-1] == V + 2  # <ent>, <ent2>
         torch.testing.assert_close(out.logits[..., :V][word], ref.mlm_logits[word], atol=1e-5, rtol=0)
-        keep = [i for i in range(ref.mep_logits.shape[-1]) if i != 3]  # [MASK2] is re-initialised from [MASK]
+        n = n_entities or ref.mep_logits.shape[-1]
+        assert out.entity_logits.shape[-1] == n
+        keep = [i for i in range(n) if i != 3]
         torch.testing.assert_close(out.entity_logits[ents][:, keep], ref.mep_logits[ents][:, keep], atol=1e-5, rtol=0)
         assert ents.any() and word.any()
 
 
-@pytest.mark.parametrize("zero_stage,stage", [(0, 2), (1, 1), (3, 2)])
-def test_export_loads_cleanly_and_computes_the_same_logits(tmp_path, zero_stage, stage):
+def assert_export_additions(model: MLukeForMaskedLM, out: Path, lite: bool = False) -> dict[str, torch.Tensor]:
+    """What the export adds, as LUKE's conversion does, read from the written file (every layout)."""
+    from safetensors.torch import load_file
+
+    sd = load_file(str(out / "model.safetensors"))
+    V = model.config.vocab_size
+    sp = XlmrSentencePiece.load(shards() / "sentencepiece.bpe.model").sp
+    at, hash_ = (sp.piece_to_id(p) for p in ("@", "#"))
+    at, hash_ = (3 if i == sp.unk_id() else i + 1 for i in (at, hash_))
+    W = sd["luke.embeddings.word_embeddings.weight"]
+    assert torch.equal(W[:V], model.luke.embeddings.word_embeddings.weight)
+    assert torch.equal(W[V], W[at]) and torch.equal(W[V + 1], W[hash_])
+    assert torch.equal(sd["lm_head.bias"][V:], sd["lm_head.bias"][[at, hash_]])
+    E, ours = sd["luke.entity_embeddings.entity_embeddings.weight"], model.luke.entity_embeddings.entity_embeddings.weight
+    assert E.shape[0] == (4 if lite else ours.shape[0])
+    assert torch.equal(E[:3], ours[:3]) and torch.equal(E[4:], ours[4:E.shape[0]])
+    assert torch.equal(E[3], E[2]) and torch.equal(sd["entity_predictions.bias"][3], sd["entity_predictions.bias"][2])
+    return sd
+
+
+@pytest.mark.parametrize("zero_stage,stage,entity_aware", [(0, 2, False), (0, 2, True), (1, 1, True), (3, 2, False)])
+def test_export_loads_cleanly_and_computes_the_same_logits(tmp_path, zero_stage, stage, entity_aware):
     run_dir = run(zero_stage, stage)
-    out = export(run_dir / "checkpoints", tmp_path / "hf")  # `latest` -> step000002
+    out = export(run_dir / "checkpoints", tmp_path / "hf", entity_aware_attention=entity_aware)  # `latest` -> step000002
     info = json.loads((out / "export.json").read_text())
     assert info["tag"] == "step000002" and info["trainer_state"]["stage"] == stage
     assert info["trainer_state"]["zero_stage"] == zero_stage
+    assert info["architecture"] == "LukeForMaskedLM" and info["use_entity_aware_attention"] is entity_aware
+    # false unless asked, as the published mLUKE configs
+    assert json.loads((out / "config.json").read_text())["use_entity_aware_attention"] is entity_aware
 
     mlm, mlm_info, base, base_info, log = load_hf(out)
-    assert mlm_info["missing_keys"] == set() and mlm_info["unexpected_keys"] == set()
+    # The query copies are written either way; without entity-aware attention transformers does not use them
+    # (as it reports for studio-ousia/mluke-base). Nothing is missing or newly initialised in either mode.
+    unused = set() if entity_aware else QUERY_COPIES
+    assert mlm_info["missing_keys"] == set() and mlm_info["unexpected_keys"] == unused
     assert mlm_info["mismatched_keys"] == set() and not mlm_info["error_msgs"]
     assert base_info["missing_keys"] == set()
-    assert base_info["unexpected_keys"] and all(k.startswith(HEAD_PREFIXES) for k in base_info["unexpected_keys"])
+    heads = base_info["unexpected_keys"] - unused
+    assert heads and all(k.startswith(HEAD_PREFIXES) for k in heads)
     assert "newly initialized" not in log and "not initialized" not in log
 
     cfg = mlm.config
     model = trained_model(run_dir)
     V = model.config.vocab_size
-    assert cfg.use_entity_aware_attention and cfg.vocab_size == V + 2
+    assert cfg.use_entity_aware_attention is entity_aware and cfg.vocab_size == V + 2
     assert cfg.max_position_embeddings == 66 and cfg.type_vocab_size == 1 and cfg.layer_norm_eps == 1e-5
 
-    assert_same_logits(model, mlm, validation_batches("en") + validation_batches("fr"))
+    batches = validation_batches("en") + validation_batches("fr")
+    assert_same_logits(model, mlm, batches)
     # LukeModel gives the same encoder states as the masked-LM model's backbone.
-    batch = validation_batches("fr")[0]
-    inputs = {k: v for k, v in batch.items() if k not in ("mlm_labels", "mep_labels")}
+    inputs = model_inputs(validation_batches("fr")[0])
     with torch.no_grad():
         torch.testing.assert_close(base(**inputs).entity_last_hidden_state, mlm.luke(**inputs).entity_last_hidden_state)
+    if not entity_aware:  # flipping the flag later (config.json or from_pretrained) changes nothing in the outputs
+        flipped, flipped_info, _, _, log = load_hf(out, use_entity_aware_attention=True)
+        assert flipped.config.use_entity_aware_attention and flipped_info["unexpected_keys"] == set()
+        assert flipped_info["missing_keys"] == set() and "newly initialized" not in log
+        assert_same_logits(model, flipped, batches[:2])
 
-    # What the export adds, as LUKE's conversion does.
-    sp = XlmrSentencePiece.load(shards() / "sentencepiece.bpe.model").sp
-    at, hash_ = (sp.piece_to_id(p) for p in ("@", "#"))
-    at, hash_ = (3 if i == sp.unk_id() else i + 1 for i in (at, hash_))
+    sd = assert_export_additions(model, out)
     W = mlm.luke.embeddings.word_embeddings.weight
-    assert torch.equal(W[:V], model.luke.embeddings.word_embeddings.weight)
-    assert torch.equal(W[V], W[at]) and torch.equal(W[V + 1], W[hash_])
     assert torch.equal(mlm.lm_head.decoder.weight, W)  # written explicitly, not tied by transformers 5
-    assert torch.equal(mlm.lm_head.bias[V:], mlm.lm_head.bias[[at, hash_]])
-    E = mlm.luke.entity_embeddings.entity_embeddings.weight
-    assert torch.equal(E[3], E[2]) and torch.equal(mlm.entity_predictions.bias[3], mlm.entity_predictions.bias[2])
-    for layer in mlm.luke.encoder.layer:
-        att = layer.attention.self
-        for q in (att.w2e_query, att.e2w_query, att.e2e_query):
-            assert torch.equal(q.weight, att.query.weight) and torch.equal(q.bias, att.query.bias)
+    for i in range(model.config.num_hidden_layers):
+        prefix = f"luke.encoder.layer.{i}.attention.self."
+        for kind in ("w2e_", "e2w_", "e2e_"):
+            for p in ("weight", "bias"):
+                assert torch.equal(sd[f"{prefix}{kind}query.{p}"], sd[f"{prefix}query.{p}"])
+
+
+def test_lite_export_is_a_word_model_with_the_special_entities(tmp_path):
+    """--lite, as studio-ousia/mluke-base-lite: entity_vocab_size 4 ([PAD] [UNK] [MASK] [MASK2]); loads cleanly in
+    LukeForMaskedLM / LukeModel; word-only input gives our word logits; [MASK] entities give our logits for ids 0-2."""
+    from transformers import MLukeTokenizer
+
+    out = export(run(0, 2), tmp_path / "lite", lite=True)
+    config = json.loads((out / "config.json").read_text())
+    assert config["entity_vocab_size"] == 4 and config["use_entity_aware_attention"] is False
+    assert json.loads((out / "entity_vocab.json").read_text()) == {"[PAD]": 0, "[UNK]": 1, "[MASK]": 2, "[MASK2]": 3}
+    assert json.loads((out / "export.json").read_text())["lite"] is True
+
+    mlm, mlm_info, base, base_info, log = load_hf(out)
+    assert mlm_info["missing_keys"] == set() and mlm_info["unexpected_keys"] == QUERY_COPIES
+    assert mlm_info["mismatched_keys"] == set() and base_info["missing_keys"] == set()
+    assert "newly initialized" not in log and "not initialized" not in log
+    model = trained_model(run(0, 2))
+    assert_export_additions(model, out, lite=True)
+    V = model.config.vocab_size
+    batches = validation_batches("en") + validation_batches("fr")
+    for batch in batches:  # word-only input
+        word = batch["attention_mask"].bool()
+        with torch.no_grad():
+            ref = model(batch["input_ids"], batch["attention_mask"], return_logits=True)
+            got = mlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            h = base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        assert got.entity_logits is None
+        torch.testing.assert_close(got.logits[..., :V][word], ref.mlm_logits[word], atol=1e-5, rtol=0)
+        torch.testing.assert_close(h[word], ref.word_hidden_states[word], atol=1e-5, rtol=0)
+    # [MASK] entities over the mentions: the 4-entity model equals ours on those ids
+    masked = []
+    for b in batches:
+        b = dict(b)
+        b["entity_ids"] = torch.where(b["entity_attention_mask"].bool(), MASK_ID, 0)
+        masked.append(b)
+    assert_same_logits(model, mlm, masked, n_entities=4)
+
+    # The tokenizer: the shard word ids; a 4-entry entity vocabulary ([UNK] for names, [MASK] without them)
+    tok = MLukeTokenizer.from_pretrained(out)
+    sp = XlmrSentencePiece.load(shards() / "sentencepiece.bpe.model")
+    row = next(r for r in load_split(shards(), "en", "validation") if r["entity_ids"])
+    ids = row["word_ids"]
+    text = sp.decode(ids)
+    spans = [(len(sp.decode(ids[:s])) + (1 if s else 0), len(sp.decode(ids[:e]))) for s, e in zip(row["entity_starts"], row["entity_ends"])]
+    enc = tok(text, entity_spans=spans, entities=["en:anything"] * len(spans))
+    assert enc["input_ids"] == [0, *ids, 2] and enc["entity_ids"] == [1] * len(spans)
+    assert tok(text, entity_spans=spans)["entity_ids"] == [MASK_ID] * len(spans)
+
+    back = load_exported(out)  # this project's model with the 4 special entities
+    assert back.config.entity_vocab_size == 4
+    for k, v in model.state_dict().items():
+        if not k.startswith(("luke.entity_embeddings.entity_embeddings", "entity_predictions.decoder", "entity_predictions.bias")):
+            assert torch.equal(v, back.state_dict()[k]), k
+
+
+def test_an_xl_export_loads_with_trust_remote_code_and_computes_the_same_logits(tmp_path):
+    """The pre-LN backbone: config.json + auto_map + the modeling files of pretrain/hf_xl, loaded by transformers
+    from the directory alone (the copied files, not this package), cleanly, with our word and entity logits."""
+    from transformers import MLukeTokenizer
+
+    from pretrain.evaluate import load_scorer
+
+    run_dir = xl_run()
+    out = export(run_dir, tmp_path / "xl")
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "mluke-xl" and config["architectures"] == ["MLukeXLForMaskedLM"]
+    assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForMaskedLM"}
+    for name in XL_FILES:
+        assert (out / name).read_bytes() == (HF_XL_DIR / name).read_bytes()
+    assert json.loads((out / "export.json").read_text())["architecture"] == "MLukeXLForMaskedLM"
+    assert "trust_remote_code=True" in (out / "README.md").read_text()
+
+    mlm, mlm_info, base, base_info, log = load_hf(out, xl=True)
+    assert type(mlm).__module__.startswith("transformers_modules.")  # the directory's copy
+    assert type(mlm).__name__ == "MLukeXLForMaskedLM" and type(base).__name__ == "MLukeXLModel"
+    assert mlm_info["missing_keys"] == set() and mlm_info["unexpected_keys"] == set()
+    assert mlm_info["mismatched_keys"] == set() and not mlm_info["error_msgs"]
+    assert base_info["missing_keys"] == set()
+    assert base_info["unexpected_keys"] and all(k.startswith(HEAD_PREFIXES) for k in base_info["unexpected_keys"])
+    assert "newly initialized" not in log and "not initialized" not in log
+    # the decoders were not written: transformers tied them to the tables on load
+    assert mlm.lm_head.decoder.weight is mlm.luke.embeddings.word_embeddings.weight
+    assert mlm.lm_head.decoder.bias is mlm.lm_head.bias
+    assert mlm.entity_predictions.decoder.weight is mlm.luke.entity_embeddings.entity_embeddings.weight
+
+    model = trained_model(run_dir)
+    assert model.config.pre_layer_norm and mlm.config.vocab_size == model.config.vocab_size + 2
+    batches = validation_batches("en") + validation_batches("fr")
+    assert_same_logits(model, mlm, batches)
+    assert_export_additions(model, out)
+    inputs = model_inputs(batches[0])
+    with torch.no_grad():
+        a, b = base(**inputs), mlm.luke(**inputs)
+    torch.testing.assert_close(a.last_hidden_state, b.last_hidden_state, atol=0, rtol=0)
+    torch.testing.assert_close(a.entity_last_hidden_state, b.entity_last_hidden_state, atol=0, rtol=0)
+
+    assert MLukeTokenizer.from_pretrained(out)("kalo")["input_ids"][0] == 0
+    assert_round_trip(model, load_exported(out))
+    scorer, _ = load_scorer(out)  # evaluate reads it as this project's model, no remote code
+    assert not scorer.hf and isinstance(scorer.model, MLukeForMaskedLM)
+
+    with pytest.raises(InputError, match="entity-aware"):
+        export(run_dir, tmp_path / "xl2", entity_aware_attention=True)
+    assert not (tmp_path / "xl2").exists()
+
+
+def test_xl_modeling_file_matches_the_model_with_padding_and_labels():
+    """pretrain/hf_xl imported as a module: same losses and hidden states as ours on a random pre-LN model,
+    padded words and entities included (no DeepSpeed involved)."""
+    from tiny_models import tiny_mluke_config
+
+    from pretrain.export import XL_TIED, xl_config
+    from pretrain.hf_xl.modeling_mluke_xl import MLukeXLForMaskedLM
+
+    torch.manual_seed(0)
+    mc = tiny_mluke_config(pre_layer_norm=True, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    ours = MLukeForMaskedLM(mc).eval()
+    with torch.no_grad():
+        for p in ours.parameters():  # LayerNorms and biases away from their init values
+            p.add_(torch.randn_like(p) * 0.05)
+    config = xl_config(mc)
+    config.vocab_size = mc.vocab_size
+    hf = MLukeXLForMaskedLM(config).eval()
+    result = hf.load_state_dict({k: v for k, v in ours.state_dict().items() if k not in XL_TIED}, strict=False)
+    assert set(result.missing_keys) == set(XL_TIED) and not result.unexpected_keys
+    hf.tie_weights()
+    B, L, E = 2, 9, 3
+    input_ids = torch.randint(5, mc.vocab_size - 1, (B, L))
+    input_ids[:, 0], input_ids[1, 6:] = 0, mc.pad_token_id
+    attention_mask = input_ids.ne(mc.pad_token_id).long()
+    entity_ids = torch.tensor([[5, 6, 0], [7, 0, 0]])
+    entity_position_ids = torch.full((B, E, 4), -1)
+    entity_position_ids[0, 0, :2], entity_position_ids[0, 1, :1], entity_position_ids[1, 0, :3] = torch.tensor([1, 2]), 4, torch.tensor([2, 3, 4])
+    entity_attention_mask = entity_ids.ne(0).long()
+    labels = torch.full((B, L), -100)
+    labels[0, 3], labels[1, 2] = 10, 11
+    entity_labels = torch.tensor([[9, -100, -100], [8, -100, -100]])
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, entity_ids=entity_ids,
+                  entity_attention_mask=entity_attention_mask, entity_position_ids=entity_position_ids)
+    with torch.no_grad():
+        ref = ours(**inputs, mlm_labels=labels, mep_labels=entity_labels, return_logits=True)
+        got = hf(**inputs, labels=labels, entity_labels=entity_labels, output_hidden_states=True)
+    torch.testing.assert_close(got.mlm_loss, ref.mlm_loss_sum / ref.mlm_count, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got.mep_loss, ref.mep_loss_sum / ref.mep_count, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got.loss, got.mlm_loss + got.mep_loss)
+    word, ents = attention_mask.bool(), entity_attention_mask.bool()
+    torch.testing.assert_close(got.logits[word], ref.mlm_logits[word], atol=1e-5, rtol=0)
+    torch.testing.assert_close(got.entity_logits[ents], ref.mep_logits[ents], atol=1e-5, rtol=0)
+    assert len(got.hidden_states) == len(got.entity_hidden_states) == mc.num_hidden_layers + 1
+    # no entities at all: the word side alone
+    with torch.no_grad():
+        ref = ours(input_ids, attention_mask, return_logits=True)
+        got = hf(input_ids=input_ids, attention_mask=attention_mask)
+    assert got.entity_logits is None
+    torch.testing.assert_close(got.logits[word], ref.mlm_logits[word], atol=1e-5, rtol=0)
 
 
 def test_consolidated_zero_weights_match_the_unpartitioned_run():
@@ -186,36 +376,20 @@ def test_tokenizer_gives_the_shard_ids_with_entity_spans(tmp_path):
     assert checked >= 3
 
 
-def test_xl_backbone_is_exported_as_project_weights_with_a_clear_error(tmp_path):
-    from transformers import MLukeTokenizer
-
-    run_dir = xl_run()
-    with pytest.raises(UnsupportedForHF, match="pre-LayerNorm"):
-        export(run_dir, tmp_path / "xl")
-    out = tmp_path / "xl"
-    assert (out / MLUKE_WEIGHTS).is_file() and not (out / "config.json").exists()
-    assert "Not a transformers model" in (out / "README.md").read_text()
-    model = trained_model(run_dir)
-    loaded = load_exported(out).eval()
-    batch = validation_batches("en")[0]
-    inputs = {k: v for k, v in batch.items() if k not in ("mlm_labels", "mep_labels")}
-    with torch.no_grad():
-        a, b = model(**inputs, return_logits=True), loaded(**inputs, return_logits=True)
-    torch.testing.assert_close(a.mlm_logits, b.mlm_logits, atol=0, rtol=0)
-    torch.testing.assert_close(a.mep_logits, b.mep_logits, atol=0, rtol=0)
-    assert MLukeTokenizer.from_pretrained(out)("kalo")["input_ids"][0] == 0
+def assert_round_trip(model: MLukeForMaskedLM, loaded: MLukeForMaskedLM) -> None:
+    a, b = model.state_dict(), loaded.state_dict()
+    assert set(a) == set(b)
+    for k, v in a.items():
+        if k in ("luke.entity_embeddings.entity_embeddings.weight", "entity_predictions.decoder.weight", "entity_predictions.bias"):
+            rows = [i for i in range(v.shape[0]) if i != 3]  # [MASK2] re-initialised from [MASK]
+            assert torch.equal(v[rows], b[k][rows]) and torch.equal(b[k][3], v[2]), k
+        else:
+            assert torch.equal(v, b[k]), k
 
 
 def test_load_exported_round_trips_an_hf_export(tmp_path):
     out = export(run(0, 2), tmp_path / "hf")
-    model, again = trained_model(run(0, 2)).state_dict(), load_exported(out).state_dict()
-    assert set(model) == set(again)
-    for k, v in model.items():
-        if k in ("luke.entity_embeddings.entity_embeddings.weight", "entity_predictions.decoder.weight", "entity_predictions.bias"):
-            rows = [i for i in range(v.shape[0]) if i != 3]  # [MASK2] re-initialised from [MASK]
-            assert torch.equal(v[rows], again[k][rows]) and torch.equal(again[k][3], v[2]), k
-        else:
-            assert torch.equal(v, again[k]), k
+    assert_round_trip(trained_model(run(0, 2)), load_exported(out))
 
 
 def test_cli_exports_a_tag_and_reports_bad_input(tmp_path):
@@ -231,6 +405,21 @@ def test_cli_exports_a_tag_and_reports_bad_input(tmp_path):
         assert main(["export", "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     assert stderr.getvalue().startswith("error: ") and "nope" in stderr.getvalue() and len(stderr.getvalue().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+    stdout = io.StringIO()
+    with redirect_stdout(stdout):
+        assert main(["export", "--checkpoint", str(tag), "--out", str(tmp_path / "hf2"), "--lite", "--entity-aware-attention"]) == 0
+    assert "LukeForMaskedLM, lite" in stdout.getvalue()
+    config = json.loads((tmp_path / "hf2" / "config.json").read_text())
+    assert config["use_entity_aware_attention"] is True and config["entity_vocab_size"] == 4
+    xl = xl_run()
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with redirect_stdout(stdout):
+        assert main(["export", "--checkpoint", str(xl), "--out", str(tmp_path / "xl")]) == 0
+    assert "MLukeXLForMaskedLM, trust_remote_code" in stdout.getvalue()
+    with redirect_stderr(stderr):
+        assert main(["export", "--checkpoint", str(xl), "--out", str(tmp_path / "xl2"), "--entity-aware-attention"]) == 2
+    assert "--entity-aware-attention" in stderr.getvalue() and not (tmp_path / "xl2").exists()
 
 
 # ------------------------------------------------------------------------------------------ tokenizer files
