@@ -219,6 +219,10 @@ def test_lite_export_is_a_word_model_with_the_special_entities(tmp_path):
     assert enc["input_ids"] == [0, *ids, 2] and enc["entity_ids"] == [1] * len(spans)
     assert tok(text, entity_spans=spans)["entity_ids"] == [MASK_ID] * len(spans)
 
+    from pretrain.evaluate import load_scorer
+
+    with pytest.raises(InputError, match="--lite export"):  # nothing to score masked entities with
+        load_scorer(out)
     back = load_exported(out)  # this project's model with the 4 special entities
     assert back.config.entity_vocab_size == 4
     for k, v in model.state_dict().items():
