@@ -65,7 +65,6 @@ from pretrain.model import MLukeConfig, MLukeForMaskedLM
 
 ENT_INIT_PIECES = ("@", "#")  # LUKE initialises <ent> from "@" and <ent2> from "#"
 POOLER_SEED = 0
-MLUKE_WEIGHTS = "mluke_model.safetensors"  # written by exports before the XL modeling file; still read
 MLUKE_CONFIG = "mluke_config.json"
 RECORDED_CONFIG = "model_config.json"  # MLukeConfig.to_dict() in the tag dir or OUT, if the trainer writes one
 LITE_ENTITIES = len(SPECIAL_TOKENS)  # a --lite export keeps entity ids 0-3: [PAD] [UNK] [MASK] [MASK2]
@@ -418,7 +417,7 @@ def load_exported(path: str | Path) -> MLukeForMaskedLM:
     the pretraining model (the copies must still equal the query weights). Tied weights not written (XL)
     are re-tied. A ``--lite`` export gives a model with the 4 special entities.
     """
-    from safetensors.torch import load_file
+    from pretrain.init_from import read_checkpoint_tensors
 
     path = Path(path)
     cfg_file = path / MLUKE_CONFIG
@@ -426,22 +425,17 @@ def load_exported(path: str | Path) -> MLukeForMaskedLM:
         raise InputError(f"{cfg_file}: not found (not a `pretrain export` directory)")
     mc = MLukeConfig(**json.loads(cfg_file.read_text(encoding="utf-8")))
     model = MLukeForMaskedLM(mc)
-    if (path / MLUKE_WEIGHTS).is_file():  # an export made before XL exports loaded in transformers
-        sd = load_file(str(path / MLUKE_WEIGHTS))
-    else:
-        from pretrain.init_from import read_checkpoint_tensors
-
-        sd = read_checkpoint_tensors(path)
-        V = mc.vocab_size
-        for k in ("luke.embeddings.word_embeddings.weight", "lm_head.decoder.weight", "lm_head.bias", "lm_head.decoder.bias"):
-            if k in sd:
-                sd[k] = sd[k][:V]
-        for k in [k for k in sd if "2e_query" in k or "2w_query" in k or k.startswith("luke.pooler.")]:
-            if "_query" in k:
-                q = sd[k.replace("w2e_", "").replace("e2w_", "").replace("e2e_", "")]
-                if not torch.equal(sd[k], q):
-                    raise InputError(f"{path}: {k} differs from the query weights (fine-tuned entity-aware attention)")
-            del sd[k]
+    sd = read_checkpoint_tensors(path)
+    V = mc.vocab_size
+    for k in ("luke.embeddings.word_embeddings.weight", "lm_head.decoder.weight", "lm_head.bias", "lm_head.decoder.bias"):
+        if k in sd:  # the XL export does not write the tied decoder
+            sd[k] = sd[k][:V]
+    for k in [k for k in sd if "2e_query" in k or "2w_query" in k or k.startswith("luke.pooler.")]:
+        if "_query" in k:
+            q = sd[k.replace("w2e_", "").replace("e2w_", "").replace("e2e_", "")]
+            if not torch.equal(sd[k], q):
+                raise InputError(f"{path}: {k} differs from the query weights (fine-tuned entity-aware attention)")
+        del sd[k]
     ckpt.load_into(model, {k: v.float() for k, v in sd.items()}, str(path))
     model.tie_weights()
     return model

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -56,26 +56,34 @@ class LogCapture(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def load_hf(path: Path, xl: bool = False, **config_overrides):
-    """The masked-LM and base models from ``path`` with their loading info and every log line transformers wrote:
-    LukeForMaskedLM + LukeModel, or (``xl``) AutoModelForMaskedLM + AutoModel with trust_remote_code."""
+@contextmanager
+def transformers_log():
+    """Every message transformers logs (info level and up) inside the block."""
     import transformers
-    from transformers import AutoModel, AutoModelForMaskedLM, LukeForMaskedLM, LukeModel
 
-    classes, kwargs = (LukeForMaskedLM, LukeModel), dict(config_overrides)
-    if xl:
-        classes, kwargs = (AutoModelForMaskedLM, AutoModel), {**kwargs, "trust_remote_code": True}
     handler = LogCapture()
     transformers.logging.add_handler(handler)
     old = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_info()
     try:
-        mlm, mlm_info = classes[0].from_pretrained(path, output_loading_info=True, **kwargs)
-        base, base_info = classes[1].from_pretrained(path, output_loading_info=True, **kwargs)
+        yield handler.messages
     finally:
         transformers.logging.set_verbosity(old)
         transformers.logging.remove_handler(handler)
-    return mlm.eval(), mlm_info, base.eval(), base_info, "\n".join(handler.messages)
+
+
+def load_hf(path: Path, xl: bool = False, **config_overrides):
+    """The masked-LM and base models from ``path`` with their loading info and every log line transformers wrote:
+    LukeForMaskedLM + LukeModel, or (``xl``) AutoModelForMaskedLM + AutoModel with trust_remote_code."""
+    from transformers import AutoModel, AutoModelForMaskedLM, LukeForMaskedLM, LukeModel
+
+    classes, kwargs = (LukeForMaskedLM, LukeModel), dict(config_overrides)
+    if xl:
+        classes, kwargs = (AutoModelForMaskedLM, AutoModel), {**kwargs, "trust_remote_code": True}
+    with transformers_log() as messages:
+        mlm, mlm_info = classes[0].from_pretrained(path, output_loading_info=True, **kwargs)
+        base, base_info = classes[1].from_pretrained(path, output_loading_info=True, **kwargs)
+    return mlm.eval(), mlm_info, base.eval(), base_info, "\n".join(messages)
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -250,11 +258,14 @@ def test_an_xl_export_loads_with_trust_remote_code_and_computes_the_same_logits(
     mlm, mlm_info, base, base_info, log = load_hf(out, xl=True)
     assert type(mlm).__module__.startswith("transformers_modules.")  # the directory's copy
     assert type(mlm).__name__ == "MLukeXLForMaskedLM" and type(base).__name__ == "MLukeXLModel"
+    with torch.no_grad(), transformers_log() as messages:  # a forward pass logs nothing (e.g. deprecations)
+        mlm(**model_inputs(validation_batches("en")[0]), return_dict=None)
+    assert messages == []
     assert mlm_info["missing_keys"] == set() and mlm_info["unexpected_keys"] == set()
     assert mlm_info["mismatched_keys"] == set() and not mlm_info["error_msgs"]
     assert base_info["missing_keys"] == set()
     assert base_info["unexpected_keys"] and all(k.startswith(HEAD_PREFIXES) for k in base_info["unexpected_keys"])
-    assert "newly initialized" not in log and "not initialized" not in log
+    assert "newly initialized" not in log and "not initialized" not in log and "deprecated" not in log
     # the decoders were not written: transformers tied them to the tables on load
     assert mlm.lm_head.decoder.weight is mlm.luke.embeddings.word_embeddings.weight
     assert mlm.lm_head.decoder.bias is mlm.lm_head.bias
@@ -279,6 +290,18 @@ def test_an_xl_export_loads_with_trust_remote_code_and_computes_the_same_logits(
     with pytest.raises(InputError, match="entity-aware"):
         export(run_dir, tmp_path / "xl2", entity_aware_attention=True)
     assert not (tmp_path / "xl2").exists()
+
+    # --lite works for XL too: 4 special entities, clean load, the same word logits
+    lite = export(run_dir, tmp_path / "xl_lite", lite=True)
+    mlm, mlm_info, _, _, log = load_hf(lite, xl=True)
+    assert mlm.config.entity_vocab_size == 4 and mlm_info["missing_keys"] == mlm_info["unexpected_keys"] == set()
+    assert "newly initialized" not in log
+    batch = batches[0]
+    with torch.no_grad():
+        ref = model(batch["input_ids"], batch["attention_mask"], return_logits=True)
+        got = mlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    word = batch["attention_mask"].bool()
+    torch.testing.assert_close(got.logits[..., : model.config.vocab_size][word], ref.mlm_logits[word], atol=1e-5, rtol=0)
 
 
 def test_xl_modeling_file_matches_the_model_with_padding_and_labels():

@@ -290,7 +290,7 @@ class MLukeXLModel(MLukeXLPreTrainedModel):
         into input_ids, ``<s>`` = 0, padded with -1). The entity inputs may be left out."""
         output_hidden_states = bool(output_hidden_states if output_hidden_states is not None
                                     else self.config.output_hidden_states)
-        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         L = input_ids.shape[1]
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -352,7 +352,7 @@ class MLukeXLForMaskedLM(MLukeXLPreTrainedModel):
         **kwargs,
     ) -> MLukeXLMaskedLMOutput | tuple:
         """As ``MLukeXLModel``; ``labels`` [B, L] / ``entity_labels`` [B, E]: target ids, -100 where not scored."""
-        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.luke(
             input_ids,
             attention_mask=attention_mask,
