@@ -109,12 +109,18 @@ torch_version() { "$1" -c 'import torch; print(torch.__version__)' 2>/dev/null; 
 # works when the image's own Python is a venv or a conda env. pip sees the image's packages as installed
 # and adds only what is missing or too old; torch is pinned to the image's version by a constraint.
 install() {
-  local t0=$SECONDS before after vpy site_dir limit pip=() rc=0
+  local t0=$SECONDS before after vpy site_dir limit wanted pip=() rc=0
   before=$(torch_version "$PY") || { record install 2 $((SECONDS - t0)) "$PY cannot import torch"; return 2; }
   [[ -f $WHEELHOUSE/requirements.txt ]] || {
     record install 2 $((SECONDS - t0)) "no $WHEELHOUSE/requirements.txt: run benchmarks/gpu_wheels.sh where PyPI is reachable and copy $WHEELHOUSE here"
     return 2
   }
+  # A wheelhouse built for other requirements (pyproject.toml changed since) would install the wrong set.
+  if wanted=$("$PY" benchmarks/gpu_check.py requirements 2>/dev/null) &&
+     [[ $wanted != "$(cat "$WHEELHOUSE/requirements.txt")" ]]; then
+    record install 2 $((SECONDS - t0)) "$WHEELHOUSE is stale (pyproject.toml's requirements changed): rebuild it with benchmarks/gpu_wheels.sh"
+    return 2
+  fi
   echo "=== install (torch $before from the image)"
   # Without pip of its own: the pip (and setuptools, which torch requires) that ensurepip would put in the
   # venv would hide the image's. The image's pip installs into it (--python); ensurepip only if it has none.

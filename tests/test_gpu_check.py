@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -33,11 +34,11 @@ def load_bench_model():
     return module
 
 
-def check(*args: str, **env: str) -> subprocess.CompletedProcess:
+def check(*args: str, script: Path = SCRIPT, **env: str) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "WHEELHOUSE", "VENV", "OUT")}
     e["VENV"] = "/nonexistent/.gpuenv"  # a venv left in the checkout by a real run changes nothing here
     e.update(env)
-    return subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env=e, capture_output=True, text=True, timeout=300)
+    return subprocess.run(["bash", str(script), *args], cwd=ROOT, env=e, capture_output=True, text=True, timeout=300)
 
 
 def dry_commands(*args: str) -> list[tuple[int | None, list[str]]]:
@@ -153,18 +154,38 @@ def write_wheel(folder: Path, name: str, version: str, requires: tuple[str, ...]
 @pytest.mark.slow
 def test_offline_install_into_a_scratch_venv_keeps_torch(tmp_path: Path):
     """--only install with this project's interpreter as the 'image': a fresh venv that sees its packages
-    (torch among them) gets what the wheelhouse adds, with --no-index; a wheelhouse that would replace
-    torch is refused and torch stays."""
+    (torch among them) gets what the wheelhouse adds, with --no-index; a stale wheelhouse is refused; a
+    dependency that would replace torch fails the install and torch stays."""
     python = ROOT / ".venv" / "bin" / "python"
     if not python.exists():
         python = Path(sys.executable)
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    write_wheel(wheels, "gpucheck_probe", "1.0", requires=("torch", "PyYAML>=6"))
+    # A wheelhouse whose requirements are not pyproject's is refused before anything is installed.
     (wheels / "requirements.txt").write_text("gpucheck_probe==1.0\n")
     venv, out = tmp_path / "venv", tmp_path / "out"
-    env = dict(PYTHON=str(python), WHEELHOUSE=str(wheels), VENV=str(venv), OUT=str(out))
+    env = dict(PYTHON=str(python), WHEELHOUSE=str(wheels), VENV=str(venv), OUT=str(tmp_path / "stale"))
     proc = check("--only", "install", **env)
+    assert proc.returncode == 1 and not venv.exists()
+    assert (tmp_path / "stale" / "parts.tsv").read_text().split("\t")[3].strip() == (
+        f"{wheels} is stale (pyproject.toml's requirements changed): rebuild it with benchmarks/gpu_wheels.sh")
+
+    # A copy of the check whose pyproject.toml gained a dependency that only the wheelhouse has; the rest
+    # of the requirements are present in the 'image'.
+    repo = tmp_path / "repo"
+    (repo / "benchmarks").mkdir(parents=True)
+    for name in ("gpu_check.sh", "gpu_check.py"):
+        shutil.copy(ROOT / "benchmarks" / name, repo / "benchmarks" / name)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert pyproject.count("dependencies = [\n") == 1
+    (repo / "pyproject.toml").write_text(pyproject.replace("dependencies = [\n", 'dependencies = [\n  "gpucheck_probe==1.0",\n'))
+    write_wheel(wheels, "gpucheck_probe", "1.0", requires=("torch", "PyYAML>=6"))
+    reqs = subprocess.run([sys.executable, str(repo / "benchmarks" / "gpu_check.py"), "requirements"],
+                          capture_output=True, text=True, check=True).stdout
+    assert reqs.splitlines()[0] == "gpucheck_probe==1.0"
+    (wheels / "requirements.txt").write_text(reqs)
+    env["OUT"] = str(out)
+    proc = check("--only", "install", script=repo / "benchmarks" / "gpu_check.sh", **env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     probe = subprocess.run([str(venv / "bin" / "python"), "-c", "import gpucheck_probe, torch; "
                             "print(gpucheck_probe.VERSION, torch.__version__, torch.__file__)"],
@@ -177,10 +198,14 @@ def test_offline_install_into_a_scratch_venv_keeps_torch(tmp_path: Path):
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
     assert (out / "environment.txt").read_text().startswith(f"{gpu}; torch {torch.__version__} (CUDA {torch.version.cuda}); Python ")
 
-    # A requirement that would take torch elsewhere: pip refuses (the constraint pins the image's torch).
+    # A dependency that wants another torch, which the wheelhouse has: pip refuses (the constraint pins
+    # the image's torch), torch stays.
+    write_wheel(wheels, "gpucheck_probe", "2.0", requires=("torch==0.0.1",))
     write_wheel(wheels, "torch", "0.0.1")
-    (wheels / "requirements.txt").write_text("torch==0.0.1\n")
-    proc = check("--only", "install", **{**env, "OUT": str(tmp_path / "out2")})
+    (repo / "pyproject.toml").write_text(pyproject.replace("dependencies = [\n", 'dependencies = [\n  "gpucheck_probe>=2",\n'))
+    (wheels / "requirements.txt").write_text("gpucheck_probe>=2\n" + reqs.split("\n", 1)[1])
+    proc = check("--only", "install", script=repo / "benchmarks" / "gpu_check.sh",
+                 **{**env, "OUT": str(tmp_path / "out2"), "VENV": str(tmp_path / "venv2")})
     assert proc.returncode == 1
     [(name, rc, _, note)] = [line.split("\t") for line in (tmp_path / "out2" / "parts.tsv").read_text().splitlines()]
     assert name == "install" and rc != "0" and note == f"torch {torch.__version__} unchanged"
