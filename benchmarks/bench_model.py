@@ -14,7 +14,7 @@ an implementation spends).
     # large: --hidden 1024 --layers 24 --heads 16 --intermediate 4096
 
 On a GPU each model's row also has the number of host-device synchronisations in one training step
-(``torch.cuda.set_sync_debug_mode("warn")``, the step's own ``.item()`` left out) and the attention
+(``torch.cuda.set_sync_debug_mode("warn")``; the timed steps read no loss until the end) and the attention
 implementation that ran (from the profiled ops and kernels of one step). ``--json F`` writes the rows for
 ``benchmarks/gpu_check.sh``, rewritten after each model so that a later hang keeps the earlier row.
 """
@@ -173,24 +173,30 @@ def run_one(a: argparse.Namespace) -> dict:
         eval_loss = loss_of(model, a.only, batch).item()
     model.train()
 
-    def step(read_loss: bool = True) -> float | None:
+    def step() -> torch.Tensor:
+        """One optimiser step; its loss stays on the device (reading it would be a host sync per step)."""
         opt.zero_grad(set_to_none=True)
-        total = 0.0
+        total = torch.zeros((), device=device)
         for _ in range(a.accum):
             with autocast:
                 loss = loss_of(model, a.only, batch) / a.accum
             loss.backward()
-            if read_loss:
-                total += loss.item()  # also a device sync
+            total += loss.detach()
         opt.step()
-        return total if read_loss else None
+        return total
+
+    def synchronize() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     losses = [step() for _ in range(a.warmup)]
+    synchronize()
     peak, peak_src = peak_tflops(a)  # on a CPU: measured now, under the same load as the timed steps
     t0, c0 = time.perf_counter(), cpu_seconds()
     losses += [step() for _ in range(a.steps)]
+    synchronize()
     seconds = (time.perf_counter() - t0) / a.steps
     cpu_per_step = (cpu_seconds() - c0) / a.steps
     if device == "cuda":
@@ -198,8 +204,8 @@ def run_one(a: argparse.Namespace) -> dict:
     else:
         peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     # After the timed steps, so neither the counting nor the profiler slows them.
-    syncs = count_host_syncs(lambda: step(read_loss=False)) if device == "cuda" else None
-    attention, kernels = attention_kernel(lambda: step(read_loss=False), device)
+    syncs = count_host_syncs(step) if device == "cuda" else None
+    attention, kernels = attention_kernel(step, device)
     return {
         "model": a.only,
         "seconds_per_step": seconds,
@@ -209,7 +215,7 @@ def run_one(a: argparse.Namespace) -> dict:
         "peak_tflops": peak,
         "peak_source": peak_src,
         "eval_loss": eval_loss,
-        "last_loss": losses[-1],
+        "last_loss": losses[-1].item(),
         "params": sum(p.numel() for p in model.parameters()),
         "host_syncs_per_step": syncs,
         "attention": attention,
