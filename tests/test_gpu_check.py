@@ -357,3 +357,14 @@ def test_wheels_script_needs_a_python_with_torch(tmp_path: Path):
                                                       "DOWNLOAD_PYTHON": "/bin/false", "WHEELHOUSE": str(tmp_path / "w")})
     assert proc.returncode == 2 and proc.stderr.strip() == "error: /bin/false cannot import torch (set BUILD_PYTHON)"
     assert not (tmp_path / "w").exists() and not (tmp_path / "w.partial").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_without_cuda_nothing_passes_for_a_gpu_check(tmp_path: Path):
+    """All-skipped GPU tests would 'pass': the check reports the missing device instead, and fails."""
+    python = ROOT / ".venv" / "bin" / "python"
+    proc = check("--skip-install", PYTHON=str(python if python.exists() else sys.executable), OUT=str(tmp_path))
+    assert proc.returncode == 1
+    rows = [line.split("\t") for line in (tmp_path / "parts.tsv").read_text().splitlines()]
+    assert rows == [[p, "2", "0", "not run: torch sees no CUDA device"] for p in ("tests", "mluke-base", "mluke-large")]
+    assert proc.stdout.splitlines()[-1] == "total 0 s; FAILED: tests, mluke-base, mluke-large"
