@@ -186,7 +186,8 @@ def test_fp16_three_steps(config, work):
 
 
 def test_ds_accelerator_cpu_on_a_gpu_machine_trains_on_the_cpu(config, work):
-    """DS_ACCELERATOR=cpu wins over the CUDA device that is present: gloo, CPU tensors, CUDA never initialised."""
+    """DS_ACCELERATOR=cpu wins over the CUDA device that is present: gloo, CPU tensors, CUDA never initialised.
+    (DeepSpeed's CPU backend compiles its shared-memory collective on first use: the image needs g++.)"""
     out = work / "cpu"
     r = train(config, out, "train.max_steps=2", "deepspeed.precision=fp32", "deepspeed.zero_stage=2", probe=True,
               accelerator="cpu")
