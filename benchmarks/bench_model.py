@@ -150,7 +150,9 @@ def build(a: argparse.Namespace, which: str) -> torch.nn.Module:
 
 def loss_of(model: torch.nn.Module, which: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     if which == "mluke":
-        out = model(**batch)
+        # Every row is one full-length sample, as the trainer's packed row of a one-sample micro-batch:
+        # nothing to hide, so no attention mask (transformers' model gets its all-ones masks).
+        out = model(**{k: v for k, v in batch.items() if not k.endswith("attention_mask")})
         return out.mlm_loss_sum / out.mlm_count.clamp(min=1) + out.mep_loss_sum / out.mep_count.clamp(min=1)
     out = model(**luke_inputs(batch))
     return out.loss  # mean MLM + mean MEP: the same objective
@@ -163,7 +165,8 @@ def run_one(a: argparse.Namespace) -> dict:
     device = a.device
     model = build(a, a.only).to(device).train()
     batch = make_batch(a, device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=device == "cuda")
+    # Fused AdamW on both sides and both devices (one kernel per parameter group, no per-tensor loop).
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
     autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=a.dtype == "bf16")
 
     # Same weights and batch: with dropout off both must start from the same loss (a sanity check that

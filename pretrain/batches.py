@@ -1,4 +1,4 @@
-"""One optimiser step's input for one rank: its slice of the global batch, masked and padded into micro-batches.
+"""One optimiser step's input for one rank: its slice of the global batch, masked and laid out into micro-batches.
 
 A step's batches are a pure function of (seed, step, rank, world size), so they can be built ahead of time
 in DataLoader worker processes (``data.num_workers``) while the accelerator runs the previous step.
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pretrain.collator import Collator, MaskingConfig, count_targets, unit_table
+from pretrain.collator import Collator, MaskingConfig, count_targets, position_counts, unit_table
 from pretrain.config import DataConfig
 from pretrain.data import Manifest, PretrainingData
 
@@ -33,8 +33,11 @@ def training_stream(data: DataConfig, manifest: Manifest, spm_size: int) -> tupl
     return stream, masking
 
 
-def make_collator(data: DataConfig, masking: MaskingConfig, manifest: Manifest) -> Collator:
-    return Collator(masking, unit_table(str(manifest.spm_path)) if data.whole_word_masking else None)
+def make_collator(data: DataConfig, masking: MaskingConfig, manifest: Manifest, layout: str = "padded",
+                  languages: tuple[str, ...] = ()) -> Collator:
+    """The collator of ``data.*``; the trainer asks for the packed layout with its languages."""
+    units = unit_table(str(manifest.spm_path)) if data.whole_word_masking else None
+    return Collator(masking, units, layout=layout, languages=languages)
 
 
 @dataclass
@@ -44,6 +47,9 @@ class StepBatch:
     first_index: list[int]  # global index of each micro-batch's first sample (seeds its dropout)
     n_mlm: int  # masked words on this rank over the whole step
     n_mep: int  # masked entities on this rank over the whole step
+    lengths: list[list[tuple[int, int]]]  # per micro-batch, per sample: (tokens with <s> </s>, entities)
+    positions: int  # positions the encoder computes over the step (words + entity slots, pads included)
+    pad_positions: int  # of which padding
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -64,7 +70,10 @@ class StepBatches(torch.utils.data.Dataset):
         groups = [samples[i : i + m] for i in range(0, len(samples), m)]
         micro = [self.collate(g) for g in groups]
         counts = [count_targets(b) for b in micro]
-        return StepBatch(step, micro, [g[0].index for g in groups], sum(c[0] for c in counts), sum(c[1] for c in counts))
+        lengths = [[(len(s.word_ids) + 2, len(s.entity_ids)) for s in g] for g in groups]
+        positions = [position_counts(b) for b in micro]
+        return StepBatch(step, micro, [g[0].index for g in groups], sum(c[0] for c in counts), sum(c[1] for c in counts),
+                         lengths, sum(p[0] for p in positions), sum(p[1] for p in positions))
 
 
 def _ignore_stop_signals(_worker_id: int) -> None:

@@ -1,4 +1,4 @@
-"""Dynamic masking and padding: samples of the shards -> model tensors.
+"""Dynamic masking and batch layout (padded or packed): samples of the shards -> model tensors.
 
 Masking is seeded by (seed, global sample index), so a sample is masked the same way whichever rank,
 micro-batch or resumed run sees it. Ids follow fairseq's XLM-R layout: ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2,
@@ -14,6 +14,7 @@ masking takes a word from one "▁" piece to the next, but one piece in scripts 
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -189,15 +190,56 @@ def mask_sample(sample: Sample, cfg: MaskingConfig, units: np.ndarray | None) ->
     return MaskedSample(input_ids, mlm_labels, ent_in, mep_labels, positions, lengths[chosen])
 
 
-class Collator:
-    """Masks each sample and pads a micro-batch to its longest sequence / entity list."""
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
-    def __init__(self, cfg: MaskingConfig, units: np.ndarray | None):
+
+def target_capacity(n_positions: int, probability: float, n_targets: int) -> int:
+    """Slots of a masked-position index tensor: a function of the row's size (and the masking rate) only,
+    so compiled code sees few distinct shapes; ``n_positions`` (every position) if the targets overflow it."""
+    bound = min(round_up(math.ceil(n_positions * probability * 1.25) + 8, 8), n_positions)
+    return bound if n_targets <= bound else n_positions
+
+
+def _index_targets(labels: np.ndarray, languages: np.ndarray, probability: float) -> tuple[np.ndarray, ...]:
+    """Dense labels of a packed row -> (positions, labels, language ids) of fixed size, -100-padded."""
+    where = np.flatnonzero(labels != IGNORE)
+    k = target_capacity(len(labels), probability, len(where))
+    positions = np.zeros(k, dtype=np.int64)
+    out = np.full(k, IGNORE, dtype=np.int64)
+    lang = np.zeros(k, dtype=np.int64)
+    positions[: len(where)], out[: len(where)], lang[: len(where)] = where, labels[where], languages[where]
+    return positions, out, lang
+
+
+class Collator:
+    """Masks each sample of a micro-batch, then lays them out for the model.
+
+    ``layout="padded"``: one sample per row, words padded to the longest, entities to the most entities
+    (evaluation, parity tests). ``layout="packed"`` (training): all samples in ONE row, words of sample
+    0, 1, ... then their entities, then entity pads up to a multiple of ``pad_to_multiple_of`` positions
+    in all; segment ids keep attention within a sample, position ids restart per sample, and masked
+    positions come as fixed-size index tensors (see ``MLukeForMaskedLM.forward``). ``languages`` (sorted
+    names) gives each target a language id for per-language metrics (packed only).
+    """
+
+    def __init__(self, cfg: MaskingConfig, units: np.ndarray | None, layout: str = "padded",
+                 languages: Sequence[str] = (), pad_to_multiple_of: int = 8):
+        if layout not in ("padded", "packed"):
+            raise ValueError(f"layout {layout!r} is not 'padded' or 'packed'")
         self.cfg = cfg
         self.units = units  # unit_table(spm) for whole-word masking; None: subword masking
+        self.layout = layout
+        self.language_ids = {lang: i for i, lang in enumerate(languages)}
+        self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         masked = [mask_sample(s, self.cfg, self.units) for s in samples]
+        if self.layout == "packed":
+            return self._packed(masked, [self.language_ids.get(s.lang, 0) for s in samples])
+        return self._padded(masked)
+
+    def _padded(self, masked: list[MaskedSample]) -> dict[str, torch.Tensor]:
         b = len(masked)
         t = max(len(m.input_ids) for m in masked)
         e = max(1, max(len(m.entity_ids) for m in masked))  # width >= 1 keeps shapes valid without entities
@@ -213,17 +255,61 @@ class Collator:
             n, k = len(m.input_ids), len(m.entity_ids)
             input_ids[i, :n], attention[i, :n], mlm[i, :n] = m.input_ids, 1, m.mlm_labels
             ent[i, :k], ent_att[i, :k], mep[i, :k], ent_pos[i, :k] = m.entity_ids, 1, m.mep_labels, m.entity_position_ids
-        return {
-            "input_ids": torch.from_numpy(input_ids),
-            "attention_mask": torch.from_numpy(attention),
-            "mlm_labels": torch.from_numpy(mlm),
-            "entity_ids": torch.from_numpy(ent),
-            "entity_attention_mask": torch.from_numpy(ent_att),
-            "entity_position_ids": torch.from_numpy(ent_pos),
-            "mep_labels": torch.from_numpy(mep),
-        }
+        return _tensors(input_ids=input_ids, attention_mask=attention, mlm_labels=mlm, entity_ids=ent,
+                        entity_attention_mask=ent_att, entity_position_ids=ent_pos, mep_labels=mep)
+
+    def _packed(self, masked: list[MaskedSample], lang_ids: list[int]) -> dict[str, torch.Tensor]:
+        n_words = [len(m.input_ids) for m in masked]
+        n_ents = [len(m.entity_ids) for m in masked]
+        words, ents = sum(n_words), sum(n_ents)
+        e = round_up(words + ents, self.pad_to_multiple_of) - words  # entity slots, pads last
+        pad_segment = len(masked)  # pads attend only to each other: no row of the mask is empty
+        segment = np.repeat(np.arange(len(masked)), n_words)
+        ent_segment = np.full(e, pad_segment, dtype=np.int64)
+        ent_segment[:ents] = np.repeat(np.arange(len(masked)), n_ents)
+        ent_ids = np.full(e, ENTITY_PAD_ID, dtype=np.int64)
+        mep = np.full(e, IGNORE, dtype=np.int64)
+        ent_pos = np.full((e, self.cfg.max_mention_length), -1, dtype=np.int64)
+        if ents:
+            ent_ids[:ents] = np.concatenate([m.entity_ids for m in masked])
+            mep[:ents] = np.concatenate([m.mep_labels for m in masked])
+            ent_pos[:ents] = np.concatenate([m.entity_position_ids for m in masked])
+        mlm = np.concatenate([m.mlm_labels for m in masked])
+        lang = np.asarray(lang_ids, dtype=np.int64)
+        mlm_pos, mlm_lab, mlm_lang = _index_targets(mlm, lang[segment], self.cfg.mlm_probability)
+        mep_pos, mep_lab, mep_lang = _index_targets(mep, np.append(lang, 0)[ent_segment], self.cfg.mep_probability)
+        return _tensors(
+            input_ids=np.concatenate([m.input_ids for m in masked])[None],
+            # fairseq positions per sample: <s> of each sample gets pad + 1
+            position_ids=np.concatenate([np.arange(n) for n in n_words])[None] + PAD_ID + 1,
+            segment_ids=segment[None],
+            attention_mask=np.ones((1, words), dtype=np.int64),
+            entity_ids=ent_ids[None],
+            entity_position_ids=ent_pos[None],
+            entity_segment_ids=ent_segment[None],
+            entity_attention_mask=(ent_segment < pad_segment).astype(np.int64)[None],
+            mlm_positions=mlm_pos, mlm_labels=mlm_lab, mlm_languages=mlm_lang,
+            mep_positions=mep_pos, mep_labels=mep_lab, mep_languages=mep_lang,
+        )
+
+
+def _tensors(**arrays: np.ndarray) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64)) for k, v in arrays.items()}
 
 
 def count_targets(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
-    """(masked words, masked entities) of a collated micro-batch."""
+    """(masked words, masked entities) of a collated micro-batch (either layout)."""
     return int((batch["mlm_labels"] != IGNORE).sum()), int((batch["mep_labels"] != IGNORE).sum())
+
+
+def position_counts(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(positions the encoder computes: words + entity slots of all rows, of which padding) of a micro-batch."""
+    computed = batch["attention_mask"].numel() + batch["entity_attention_mask"].numel()
+    real = int(batch["attention_mask"].sum()) + int(batch["entity_attention_mask"].sum())
+    return computed, computed - real
+
+
+def pad_fraction(batch: dict[str, torch.Tensor]) -> float:
+    """Share of the positions the encoder computes that are padding (either layout)."""
+    computed, pads = position_counts(batch)
+    return pads / computed if computed else 0.0

@@ -75,6 +75,10 @@ class TrainConfig:
     save_every: int = 1000
     log_every: int = 10
     keep_last: int | None = None  # delete older checkpoints, keeping this many; None keeps all
+    compile: bool = False  # torch.compile the model (dynamic shapes: packed rows vary in length)
+    # sdpa: dense block-diagonal mask (any device); flex: FlexAttention skipping other samples' blocks
+    # (GPU only, needs train.compile; no attention dropout)
+    attention: str = "sdpa"
 
 
 @dataclass
@@ -117,6 +121,7 @@ class ExperimentConfig:
 REQUIRED = ("output_dir", "data.shards")
 CHOICES: dict[str, tuple[Any, ...]] = {
     "train.stage": (1, 2),
+    "train.attention": ("sdpa", "flex"),
     "deepspeed.zero_stage": (0, 1, 2, 3),
     "deepspeed.precision": ("fp32", "bf16", "fp16"),
     "wandb.mode": ("online", "online_required", "offline", "disabled"),
@@ -162,6 +167,8 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
         raise InputError(f"{where}: train.stop_at_step must be in [1, train.max_steps], got {t.stop_at_step}")
     if t.grad_clip <= 0:
         raise InputError(f"{where}: train.grad_clip must be > 0 (clipping is always explicit), got {t.grad_clip}")
+    if t.attention == "flex" and not t.compile:
+        raise InputError(f"{where}: train.attention flex needs train.compile true (eager FlexAttention is a slow reference)")
     if cfg.deepspeed.offload_param and cfg.deepspeed.zero_stage != 3:
         raise InputError(f"{where}: deepspeed.offload_param needs deepspeed.zero_stage 3")
     if cfg.deepspeed.offload_optimizer and cfg.deepspeed.zero_stage == 0:

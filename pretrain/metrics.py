@@ -26,7 +26,8 @@ from data_prep.errors import InputError
 # Dense bf16/fp16 tensor-core peaks (no sparsity), FLOP/s per device, from the vendors' data sheets.
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "V100": 125e12}
 
-SUMS = ("mlm_loss_sum", "mlm_count", "mlm_correct", "mep_loss_sum", "mep_count", "mep_correct", "tokens", "samples", "flops")
+SUMS = ("mlm_loss_sum", "mlm_count", "mlm_correct", "mep_loss_sum", "mep_count", "mep_correct", "tokens", "samples",
+        "flops", "positions", "pad_positions")
 
 
 def peak_flops_per_device(override_tflops: float | None = None) -> float | None:
@@ -65,43 +66,85 @@ def memory_stats() -> dict[str, float]:
 
 
 MODEL_SUMS = SUMS[:6]  # the model's outputs: accumulated on the device, no host sync per micro-batch
+HOST_SUMS = SUMS[6:]  # known on the host from the batches themselves
 
 
 class Window:
-    """Sums over the steps since the last log (per rank; all-reduced when logged)."""
+    """Sums over the steps since the last log (per rank; all-reduced when logged).
 
-    def __init__(self) -> None:
+    The model's sums, the per-language sums and the grad norms stay on the device (tensors added to
+    tensors): nothing here waits for the accelerator until ``reduced`` on a logging step.
+    """
+
+    def __init__(self, languages: tuple[str, ...] = ()) -> None:
+        self.languages = tuple(languages)
         self.reset()
 
     def reset(self) -> None:
         self.model_sums: torch.Tensor | None = None
-        self.host = dict.fromkeys(SUMS[6:], 0.0)
+        # [languages, 6]: mlm loss, count, correct, mep loss, count, correct per language
+        self.language_sums: torch.Tensor | None = None
+        self.host = dict.fromkeys(HOST_SUMS, 0.0)
         self.steps = 0
-        self.grad_norm = 0.0
+        self.grad_norm: torch.Tensor | float = 0.0
         self.seconds = 0.0
 
-    def add_model(self, output) -> None:
-        """Add a micro-batch's ``MLukeOutput`` sums (tensors; summed without leaving the device)."""
+    def add_model(self, output, batch: dict[str, torch.Tensor] | None = None) -> None:
+        """Add a micro-batch's ``MLukeOutput`` sums (tensors; summed without leaving the device) and, for
+        a packed batch with per-target language ids, its per-language sums."""
         v = torch.stack([getattr(output, k).detach().to(torch.float64) for k in MODEL_SUMS])
         self.model_sums = v if self.model_sums is None else self.model_sums + v
+        if not self.languages or batch is None or "mlm_languages" not in batch:
+            return
+        if self.language_sums is None:
+            self.language_sums = torch.zeros(len(self.languages), 6, dtype=torch.float64, device=v.device)
+        for col, targets, lang in ((0, output.mlm_targets, batch["mlm_languages"]),
+                                   (3, output.mep_targets, batch["mep_languages"])):
+            if targets is not None:
+                self.language_sums[:, col : col + 3].index_add_(0, lang, targets.to(torch.float64))
+
+    def add_grad_norm(self, norm) -> None:
+        """A step's gradient norm as the engine reports it (a device tensor is added without reading it)."""
+        if isinstance(norm, torch.Tensor):
+            self.grad_norm = self.grad_norm + norm.detach().to(torch.float64)
+        else:
+            self.grad_norm = self.grad_norm + (float("nan") if norm is None else float(norm))
 
     def add(self, **values: float) -> None:
         for k, v in values.items():
             self.host[k] += float(v)
 
     def reduced(self, device: torch.device) -> dict[str, float]:
-        """Sum every counter over all ranks (one all_reduce)."""
+        """Sum every counter over all ranks (one all_reduce); also this rank's mean grad norm."""
         import torch.distributed as dist
 
-        model = self.model_sums if self.model_sums is not None else torch.zeros(len(MODEL_SUMS), dtype=torch.float64)
-        t = torch.cat([model.to(device), torch.tensor([self.host[k] for k in SUMS[6:]], dtype=torch.float64, device=device)])
+        zeros = torch.zeros(len(MODEL_SUMS) + 6 * len(self.languages), dtype=torch.float64)
+        model = self.model_sums if self.model_sums is not None else zeros[: len(MODEL_SUMS)]
+        langs = self.language_sums if self.language_sums is not None else zeros[len(MODEL_SUMS) :]
+        host = torch.tensor([self.host[k] for k in HOST_SUMS], dtype=torch.float64)
+        t = torch.cat([model.to(device), host.to(device), langs.to(device).reshape(-1)])
         if dist.is_initialized():
             dist.all_reduce(t)
-        return dict(zip(SUMS, t.tolist()))
+        values = t.tolist()
+        out = dict(zip(SUMS, values))
+        for i, lang in enumerate(self.languages):
+            row = values[len(SUMS) + 6 * i : len(SUMS) + 6 * (i + 1)]
+            out.update({f"{k}/{lang}": x for k, x in zip(MODEL_SUMS, row)})
+        gn = self.grad_norm
+        out["grad_norm"] = (gn.item() if isinstance(gn, torch.Tensor) else float(gn)) / max(self.steps, 1)
+        return out
 
 
-def summarize(total: dict[str, float], steps: int, seconds: float, world_size: int, peak: float | None) -> dict[str, Any]:
-    """Window sums over all ranks -> the logged means (losses per objective as in training)."""
+def summarize(total: dict[str, float], steps: int, seconds: float, world_size: int, peak: float | None,
+              languages: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Window sums over all ranks -> the logged means (losses per objective as in training).
+
+    Per language (``mlm_loss/en`` ...): each objective over that language's targets only; null where
+    the window had none of them."""
+
+    def ratio(num: str, den: str) -> float | None:
+        return total[num] / total[den] if total.get(den) else None
+
     mlm = total["mlm_loss_sum"] / max(total["mlm_count"], 1)
     mep = total["mep_loss_sum"] / max(total["mep_count"], 1)
     out = {
@@ -114,7 +157,13 @@ def summarize(total: dict[str, float], steps: int, seconds: float, world_size: i
         "samples_per_s": total["samples"] / seconds if seconds > 0 else 0.0,
         "tflops_per_device": total["flops"] / seconds / world_size / 1e12 if seconds > 0 else 0.0,
     }
+    if total.get("positions"):
+        out["pad_fraction"] = total["pad_positions"] / total["positions"]
     out["mfu"] = (total["flops"] / seconds / world_size / peak) if peak and seconds > 0 else None
+    for lang in languages:
+        for obj in ("mlm", "mep"):
+            out[f"{obj}_loss/{lang}"] = ratio(f"{obj}_loss_sum/{lang}", f"{obj}_count/{lang}")
+            out[f"{obj}_acc/{lang}"] = ratio(f"{obj}_correct/{lang}", f"{obj}_count/{lang}")
     return out
 
 

@@ -46,9 +46,14 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 from torch.utils.checkpoint import checkpoint
 
 IGNORE_INDEX = -100  # label value of positions that are not masked (PyTorch's cross-entropy default)
+
+# What the encoder layers get to hide keys: None (every key visible), a boolean SDPA mask broadcastable to
+# [B, heads, T, T] (True = may attend), or a FlexAttention BlockMask.
+AttentionMask = torch.Tensor | BlockMask | None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -130,6 +135,81 @@ _ACTIVATIONS = {
 
 
 # ----------------------------------------------------------------------------------------------------
+# Tied tables: the lookup and the decoder of each vocabulary share one weight
+#
+# Each table gets two gradients per micro-batch: a dense [V, H] one from the decoder and a scatter of the
+# few looked-up rows. Left to autograd, the two are summed out of place (nn.Linear's weight gradient is a
+# transposed view; a sparse lookup gradient is added to a copy): a copy of the whole table (768 MB for
+# XLM-R's words) per micro-batch. Instead the lookup also returns the table itself (an alias) for the
+# decoder to use, so ONE backward call receives both gradients and scatters the rows into the decoder's
+# contiguous gradient in place. No sparse tensor, no data-dependent size, no host sync.
+
+
+class _TiedDecoder(torch.autograd.Function):
+    """``x @ weight.T (+ bias)`` whose weight gradient is a fresh contiguous [V, H] tensor."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        x, weight, bias = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        g2 = g.reshape(-1, g.shape[-1])
+        # Under autocast the logits (and g) may be bf16 while x and the weight are not: compute in g's dtype
+        # as autocast's linear would, return each gradient in its input's dtype.
+        gx = (g @ weight.to(g.dtype)).to(x.dtype) if ctx.needs_input_grad[0] else None
+        gw = g2.t().mm(x.reshape(-1, x.shape[-1]).to(g.dtype)).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        gb = g2.sum(0).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+class _TiedLookup(torch.autograd.Function):
+    """``(weight[ids], weight)``: the rows, and the table as the decoder's input (see above).
+
+    Rows of ``padding_idx`` get no gradient, as with nn.Embedding, by a multiply (no boolean indexing).
+    """
+
+    @staticmethod
+    def forward(weight: torch.Tensor, ids: torch.Tensor, padding_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return F.embedding(ids, weight), weight.view_as(weight)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        weight, ids, padding_idx = inputs
+        ctx.save_for_backward(ids)
+        ctx.padding_idx, ctx.shape, ctx.dtype = padding_idx, weight.shape, weight.dtype
+
+    @staticmethod
+    def backward(ctx, g_rows: torch.Tensor | None, g_table: torch.Tensor | None):
+        (ids,) = ctx.saved_tensors
+        if g_table is None:  # the decoder did not run
+            g_table = torch.zeros(ctx.shape, dtype=ctx.dtype, device=ids.device)
+        elif not g_table.is_contiguous():
+            g_table = g_table.contiguous()
+        if g_rows is not None:
+            flat = ids.reshape(-1)
+            rows = g_rows.reshape(-1, g_rows.shape[-1]) * flat.ne(ctx.padding_idx)[:, None].to(g_rows.dtype)
+            g_table = g_table.index_add_(0, flat, rows.to(g_table.dtype))
+        return g_table, None, None
+
+
+def tied_lookup(table: nn.Embedding, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows of ``ids``, the table to decode with): the decoder must use the second for the gradients to meet."""
+    return _TiedLookup.apply(table.weight, ids, -1 if table.padding_idx is None else table.padding_idx)
+
+
+def tied_decoder(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    return _TiedDecoder.apply(x, weight, bias)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Embeddings
 
 
@@ -145,10 +225,8 @@ class WordEmbeddings(nn.Module):
     def __init__(self, cfg: MLukeConfig):
         super().__init__()
         self.pad_token_id = cfg.pad_token_id
-        # sparse=True: see MLukeForMaskedLM._densify_sparse_grad.
-        self.word_embeddings = nn.Embedding(
-            cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id, sparse=True
-        )
+        # Looked up with tied_lookup (its gradient is summed with the decoder's, see above).
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
         self.position_embeddings = nn.Embedding(
             cfg.max_position_embeddings, cfg.hidden_size, padding_idx=cfg.pad_token_id
         )
@@ -157,14 +235,16 @@ class WordEmbeddings(nn.Module):
         self.LayerNorm = None if cfg.pre_layer_norm else nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        position_ids = xlmr_position_ids(input_ids, self.pad_token_id)
-        token_type_ids = torch.zeros_like(input_ids)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
-        x = x + self.token_type_embeddings(token_type_ids)
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings [B, L, H], the word table for the tied decoder: see tied_lookup)."""
+        if position_ids is None:  # one sequence per row, padded at the end
+            position_ids = xlmr_position_ids(input_ids, self.pad_token_id)
+        words, table = tied_lookup(self.word_embeddings, input_ids)
+        # One type id: its embedding is a single row, added by broadcasting (no lookup, no gradient scatter).
+        x = words + self.position_embeddings(position_ids) + self.token_type_embeddings.weight[0]
         if self.LayerNorm is not None:
             x = self.LayerNorm(x)
-        return self.dropout(x)
+        return self.dropout(x), table
 
 
 class EntityEmbeddings(nn.Module):
@@ -172,10 +252,7 @@ class EntityEmbeddings(nn.Module):
 
     def __init__(self, cfg: MLukeConfig):
         super().__init__()
-        # sparse=True: see MLukeForMaskedLM._densify_sparse_grad.
-        self.entity_embeddings = nn.Embedding(
-            cfg.entity_vocab_size, cfg.entity_emb_size, padding_idx=0, sparse=True
-        )
+        self.entity_embeddings = nn.Embedding(cfg.entity_vocab_size, cfg.entity_emb_size, padding_idx=0)
         # mLUKE keeps the (huge) entity table small (256-d) and projects it up to the hidden size.
         self.entity_embedding_dense = (
             nn.Linear(cfg.entity_emb_size, cfg.hidden_size, bias=False)
@@ -191,9 +268,10 @@ class EntityEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
-    def forward(self, entity_ids: torch.Tensor, entity_position_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, entity_ids: torch.Tensor, entity_position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings [B, E, H], the entity table for the tied decoder: see tied_lookup)."""
         B, E, M = entity_position_ids.shape
-        x = self.entity_embeddings(entity_ids)
+        x, table = tied_lookup(self.entity_embeddings, entity_ids)
         if self.entity_embedding_dense is not None:
             x = self.entity_embedding_dense(x)
         # Same semantics as transformers' LukeEntityEmbeddings: -1 entries are ignored, the sum of the
@@ -206,8 +284,8 @@ class EntityEmbeddings(nn.Module):
         pos = self.position_embeddings(
             entity_position_ids.clamp(min=0).reshape(B * E, M), per_sample_weights=weights.reshape(B * E, M)
         ).view(B, E, -1)
-        x = x + pos + self.token_type_embeddings(torch.zeros_like(entity_ids))
-        return self.dropout(self.LayerNorm(x))
+        x = x + pos + self.token_type_embeddings.weight[0]
+        return self.dropout(self.LayerNorm(x)), table
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -226,15 +304,20 @@ class SelfAttention(nn.Module):
         self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
         B, T, H = x.shape
         q, k, v = (
             proj(x).view(B, T, self.n_head, H // self.n_head).transpose(1, 2)
             for proj in (self.query, self.key, self.value)
         )
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=key_mask, dropout_p=self.dropout_p if self.training else 0.0
-        )
+        if isinstance(mask, BlockMask):
+            # FlexAttention has no attention dropout; the flex path is for dropout-free runs (or accepts
+            # that difference), see MLukeForMaskedLM.attention.
+            y = flex_attention(q, k, v, block_mask=mask)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
+            )
         return y.transpose(1, 2).reshape(B, T, H)
 
 
@@ -286,7 +369,7 @@ class Layer(nn.Module):
         # pre-LN only: normalise the input of the feed-forward block (XLM-R XL's name for it).
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.pre_layer_norm else None
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: AttentionMask) -> torch.Tensor:
         att, ao, inter, out = self.attention, self.attention.output, self.intermediate, self.output
         if self.pre_ln:
             x = x + ao.dropout(ao.dense(att.self(att.self_attn_layer_norm(x), key_mask)))
@@ -303,7 +386,7 @@ class Encoder(nn.Module):
         # pre-LN leaves the residual stream un-normalised, so XLM-R XL ends with one more LayerNorm.
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.pre_layer_norm else None
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: AttentionMask) -> torch.Tensor:
         for layer in self.layer:
             if self.cfg.gradient_checkpointing and torch.is_grad_enabled():
                 # Keep only each layer's input; recompute its inside during backward (dropout masks are
@@ -338,8 +421,10 @@ class LMHead(nn.Module):
         self.decoder = nn.Linear(cfg.hidden_size, cfg.vocab_size)
         self.bias = self.decoder.bias  # one tensor under both names, as in transformers
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.layer_norm(F.gelu(self.dense(h))))
+    def forward(self, h: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits; ``table``: the word table as returned by the lookup (default: the decoder's own weight)."""
+        weight = self.decoder.weight if table is None else table
+        return tied_decoder(self.layer_norm(F.gelu(self.dense(h))), weight, self.decoder.bias)
 
 
 class EntityPredictionHeadTransform(nn.Module):
@@ -362,8 +447,10 @@ class EntityPredictionHead(nn.Module):
         self.decoder = nn.Linear(cfg.entity_emb_size, cfg.entity_vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(cfg.entity_vocab_size))
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.transform(h)) + self.bias
+    def forward(self, h: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits; ``table``: the entity table as returned by the lookup (default: the decoder's own weight)."""
+        weight = self.decoder.weight if table is None else table
+        return tied_decoder(self.transform(h), weight, self.bias)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -394,6 +481,8 @@ class MLukeOutput(dict):
     mep_logits: torch.Tensor | None = None  # [B, E, V_e], only with return_logits=True
     word_hidden_states: torch.Tensor | None = None  # [B, L, H] final encoder states
     entity_hidden_states: torch.Tensor | None = None  # [B, E, H] or None without entities
+    mlm_targets: torch.Tensor | None = None  # [K, 3] per masked-word slot: loss, counted (0/1), correct
+    mep_targets: torch.Tensor | None = None  # [K_e, 3] the same per masked-entity slot
 
     def __setattr__(self, name: str, value) -> None:
         object.__setattr__(self, name, value)
@@ -406,19 +495,45 @@ class MLukeOutput(dict):
 
 
 def _masked_objective(
-    head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss sum, count, correct) of ``head`` evaluated on the positions whose label is not -100."""
+    head: nn.Module, hidden: torch.Tensor, positions: torch.Tensor | None, labels: torch.Tensor | None,
+    table: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(loss sum, count, correct, per-target [K, 3]) of ``head`` on the masked positions.
+
+    ``positions`` [K]: flat indices into ``hidden.flatten(0, 1)`` with ``labels`` [K] (-100 in unused
+    slots): a fixed-size gather, no host sync. Without positions, ``labels`` has the shape of ``hidden``'s
+    leading dims and the positions are found with ``nonzero`` (a host sync: evaluation and parity only).
+    The per-target rows (loss, counted, correct; detached) let the trainer sum by language.
+    """
     if labels is None:
         zero = hidden.new_zeros((), dtype=torch.float32)
-        return zero, zero, zero
-    selected = labels.ne(IGNORE_INDEX)
-    targets = labels[selected]
+        return zero, zero, zero, None
+    if positions is None:
+        flat = labels.reshape(-1)
+        positions = flat.ne(IGNORE_INDEX).nonzero().squeeze(1)
+        labels = flat[positions]
     # Cross-entropy in fp32 even under bf16: a 250k-way softmax loses too much in 8 mantissa bits.
-    logits = head(hidden[selected]).float()
-    loss_sum = F.cross_entropy(logits, targets, reduction="sum")
-    correct = (logits.detach().argmax(dim=-1) == targets).sum().float()
-    return loss_sum, selected.sum().float(), correct
+    logits = head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions), table).float()
+    loss = F.cross_entropy(logits, labels, reduction="none")  # 0 where the label is -100
+    valid = labels.ne(IGNORE_INDEX)
+    correct = (logits.detach().argmax(dim=-1) == labels) & valid
+    per_target = torch.stack([loss.detach(), valid.float(), correct.float()], dim=1)
+    return loss.sum(), valid.sum().float(), correct.sum().float(), per_target
+
+
+def segment_mask(segments: torch.Tensor) -> torch.Tensor:
+    """Boolean SDPA mask [B, 1, T, T] of a packed row: a position attends to those of its own segment."""
+    return segments[:, None, :, None] == segments[:, None, None, :]
+
+
+def segment_block_mask(segments: torch.Tensor) -> BlockMask:
+    """The same block-diagonal mask as a FlexAttention BlockMask (blocks of other segments are skipped)."""
+    B, T = segments.shape
+
+    def same_segment(b, h, q, kv):
+        return segments[b, q] == segments[b, kv]
+
+    return create_block_mask(same_segment, B, None, T, T, device=segments.device)
 
 
 class MLukeForMaskedLM(nn.Module):
@@ -430,20 +545,9 @@ class MLukeForMaskedLM(nn.Module):
         self.entity_predictions = EntityPredictionHead(cfg)
         self.apply(self._init_weights)
         self.tie_weights()
-        for table in (self.luke.embeddings.word_embeddings, self.luke.entity_embeddings.entity_embeddings):
-            table.weight.register_post_accumulate_grad_hook(self._densify_sparse_grad)
-
-    @staticmethod
-    def _densify_sparse_grad(param: nn.Parameter) -> None:
-        """Each embedding table is also a decoder weight, so it gets two gradients per step: a dense one
-        from the decoder (logits over the whole vocabulary) and one from the lookup, which touches only
-        B*L rows. A dense lookup gradient would be a second table-sized tensor (768 MB for XLM-R's
-        250k x 768 table) to zero-fill and then add; a sparse one is added into the decoder's dense
-        gradient in place (about 30% of a CPU training step at XLM-R-base shape). In the rare step where
-        the decoder is not in the graph the accumulated gradient is sparse; this hook (which runs before
-        any optimiser or ZeRO hook registered later) makes it dense, so ``.grad`` is always dense."""
-        if param.grad is not None and param.grad.is_sparse:
-            param.grad = param.grad.to_dense()
+        # "sdpa": a dense boolean mask (any device; the CPU path). "flex": FlexAttention with a block mask
+        # that skips other samples' blocks; GPU only (no backward on CPU), compiled (torch.compile).
+        self.attention = "sdpa"
 
     def tie_weights(self) -> None:
         """Make the decoders share their embedding tables (also after loading or moving the model)."""
@@ -483,47 +587,76 @@ class MLukeForMaskedLM(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
         entity_ids: torch.Tensor | None = None,
         entity_attention_mask: torch.Tensor | None = None,
         entity_position_ids: torch.Tensor | None = None,
         mlm_labels: torch.Tensor | None = None,
         mep_labels: torch.Tensor | None = None,
         return_logits: bool = False,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        entity_segment_ids: torch.Tensor | None = None,
+        mlm_positions: torch.Tensor | None = None,
+        mep_positions: torch.Tensor | None = None,
+        mlm_languages: torch.Tensor | None = None,
+        mep_languages: torch.Tensor | None = None,
     ) -> MLukeOutput:
-        """Run the model.
+        """Run the model on a padded or a packed batch (pretrain.collator makes both).
 
-        input_ids [B, L]: ``<s> ... </s>`` padded with pad_token_id; attention_mask [B, L] (1 = real token).
-        entity_ids [B, E] (pad 0), entity_attention_mask [B, E], entity_position_ids [B, E, M]: token
-        indices into input_ids (``<s>`` = 0) padded with -1. E may be 0 or the entity inputs None.
+        Padded: input_ids [B, L] ``<s> ... </s>`` padded with pad_token_id, attention_mask [B, L] (1 = real
+        token); entity_ids [B, E] (pad 0), entity_attention_mask [B, E], entity_position_ids [B, E, M]:
+        token indices into the row (``<s>`` = 0) padded with -1. E may be 0 or the entity inputs None.
         mlm_labels [B, L] / mep_labels [B, E]: target ids at masked positions, -100 elsewhere.
+
+        Packed (several samples per row, no host sync): also position_ids [B, L] (fairseq positions,
+        restarting per sample), segment_ids [B, L] and entity_segment_ids [B, E] (which sample of the row
+        a position belongs to; pads form a segment of their own), and the masked positions as fixed-size
+        index tensors: mlm_positions [K] (flat indices into B x L) with mlm_labels [K], mep_positions
+        [K_e] (into B x E) with mep_labels [K_e], -100 in unused slots. entity_position_ids index into
+        the entity's own sample (``<s>`` = 0). The masks are then unused: attention stays within a
+        segment. mlm_languages / mep_languages are the trainer's (per-target language ids), ignored here.
         """
         L = input_ids.shape[1]
         has_entities = entity_ids is not None and entity_ids.shape[1] > 0
-        x = self.luke.embeddings(input_ids)
-        key_mask = attention_mask.bool()
+        x, word_table = self.luke.embeddings(input_ids, position_ids)
+        entity_table = None
         if has_entities:
+            e, entity_table = self.luke.entity_embeddings(entity_ids, entity_position_ids)
+            x = torch.cat([x, e], dim=1)
             if entity_attention_mask is None:
                 entity_attention_mask = torch.ones_like(entity_ids)
-            x = torch.cat([x, self.luke.entity_embeddings(entity_ids, entity_position_ids)], dim=1)
-            key_mask = torch.cat([key_mask, entity_attention_mask.bool()], dim=1)
-        # [B, 1, 1, T]: every query may look at every non-pad key. Query rows of pads are computed and
-        # ignored; no row is fully masked because <s> is always present.
-        h = self.luke.encoder(x, key_mask[:, None, None, :])
+        h = self.luke.encoder(x, self._attention_mask(attention_mask, entity_attention_mask, segment_ids,
+                                                      entity_segment_ids, has_entities))
         word_h = h[:, :L]
         entity_h = h[:, L:] if has_entities else None
 
-        mlm = _masked_objective(self.lm_head, word_h, mlm_labels)
+        mlm = _masked_objective(self.lm_head, word_h, mlm_positions, mlm_labels, word_table)
         if has_entities:
-            mep = _masked_objective(self.entity_predictions, entity_h, mep_labels)
+            mep = _masked_objective(self.entity_predictions, entity_h, mep_positions, mep_labels, entity_table)
         else:
-            mep = _masked_objective(self.entity_predictions, word_h, None)
-        out = MLukeOutput(*mlm, *mep, word_hidden_states=word_h, entity_hidden_states=entity_h)
+            mep = _masked_objective(self.entity_predictions, word_h, None, None)
+        out = MLukeOutput(*mlm[:3], *mep[:3], word_hidden_states=word_h, entity_hidden_states=entity_h,
+                          mlm_targets=mlm[3], mep_targets=mep[3])
         if return_logits:
-            out.mlm_logits = self.lm_head(word_h)
+            out.mlm_logits = self.lm_head(word_h, word_table)
             if has_entities:
-                out.mep_logits = self.entity_predictions(entity_h)
+                out.mep_logits = self.entity_predictions(entity_h, entity_table)
         return out
+
+    def _attention_mask(self, attention_mask, entity_attention_mask, segment_ids, entity_segment_ids,
+                        has_entities: bool) -> AttentionMask:
+        if segment_ids is not None:  # packed: stay within the sample
+            seg = torch.cat([segment_ids, entity_segment_ids], dim=1) if has_entities else segment_ids
+            return segment_block_mask(seg) if self.attention == "flex" else segment_mask(seg)
+        if attention_mask is None:
+            return None
+        key_mask = attention_mask.bool()
+        if has_entities:
+            key_mask = torch.cat([key_mask, entity_attention_mask.bool()], dim=1)
+        # [B, 1, 1, T]: every query may look at every non-pad key. Query rows of pads are computed and
+        # ignored; no row is fully masked because <s> is always present.
+        return key_mask[:, None, None, :]
 
 
 # ----------------------------------------------------------------------------------------------------

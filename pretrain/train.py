@@ -5,13 +5,15 @@ Everything that can be wrong with the config, the shards or the checkpoint to re
 ``prepare`` BEFORE the process group starts, and reported as one line.
 
 One optimiser step: the rank reads its slice of the step's global batch (a pure function of the seed and
-the step), masks and pads it into micro-batches, all-reduces the number of masked words and entities of the
-whole step, then runs forward/backward per micro-batch with the loss
+the step), masks it and packs each micro-batch into one padding-free row, all-reduces the number of masked
+words and entities of the whole step (known on the host from the batches: a host-side collective, so the
+accelerator is never waited for inside a step), then runs forward/backward per micro-batch with the loss
 
     world_size * (mlm_sum / N_mlm + mep_sum / N_mep)
 
 (DeepSpeed averages gradients over ranks; accumulation is not rescaled) so the step's gradient is exactly
-that of MLM_sum/N_mlm + MEP_sum/N_mep over the whole global batch, whatever the world size.
+that of MLM_sum/N_mlm + MEP_sum/N_mep over the whole global batch, whatever the world size. Metrics stay
+on the device and are read on logging steps only; ``train.compile`` compiles the model with torch.compile.
 """
 
 from __future__ import annotations
@@ -246,6 +248,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def host_group():
+    """A process group whose collectives run on host tensors (gloo): the per-step counts and stop flag are
+    host values, and reducing them there never waits for the accelerator's queue. None: the default group
+    is gloo already."""
+    import torch.distributed as dist
+
+    return None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+
+
 def init_process_group(cfg: ExperimentConfig, env: DistEnv) -> torch.device:
     import deepspeed
 
@@ -331,6 +342,10 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
         write_json(out / "deepspeed_config.json", plan.ds_config)  # what DeepSpeed was given, for reference
 
     model = build_model(plan)
+    model.attention = cfg.train.attention
+    if cfg.train.compile:
+        # In place (state-dict names unchanged); shapes vary with the packed row, so compile for dynamic ones.
+        model.compile(dynamic=True)
     optimizer, groups = build_optimizer(cfg, model)
     engine, _, _, scheduler = deepspeed.initialize(
         model=model,
@@ -353,7 +368,8 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
     t = cfg.train
     stop = t.stop_at_step or t.max_steps
     B, W = t.global_batch_size, env.world_size
-    collate = make_collator(cfg.data, plan.masking, plan.manifest)
+    languages = tuple(plan.data.languages)
+    collate = make_collator(cfg.data, plan.masking, plan.manifest, layout="packed", languages=languages)
     log = None
     if rank0:
         wandb_config = {**to_dict(cfg), "deepspeed_config": plan.ds_config, "model_config": plan.model_config.to_dict(),
@@ -361,7 +377,8 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
                         "language_probabilities": plan.data.probabilities}
         log = MetricsLog(out / "metrics.jsonl", start_wandb(wandb_config, cfg.wandb, out, run_id, plan.wandb_mode))
     peak = peak_flops_per_device(None)
-    window = Window()
+    window = Window(languages)
+    counts_group = host_group()
     last: dict[str, Any] = {}
     saved_at = step if plan.resume is not None else -1
     mc = plan.model_config
@@ -380,25 +397,24 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
     for sb in iterate_steps(step_batches, step, stop, cfg.data.num_workers):
         assert sb.step == step
         lr = scheduler.get_last_lr()[0]
-        counts = torch.tensor([sb.n_mlm, sb.n_mep, float(preempt.requested)], dtype=torch.float64, device=device)
-        dist.all_reduce(counts)  # masked positions of the whole optimiser step (all ranks); any stop request
+        counts = torch.tensor([sb.n_mlm, sb.n_mep, float(preempt.requested)], dtype=torch.float64)
+        # masked positions of the whole optimiser step (all ranks); any stop request (every rank sees it)
+        dist.all_reduce(counts, group=counts_group)
         n_mlm, n_mep = max(counts[0].item(), 1.0), max(counts[1].item(), 1.0)
         stopping = counts[2].item() > 0
-        for first, cpu_batch in zip(sb.first_index, sb.micro):
+        for first, cpu_batch, lengths in zip(sb.first_index, sb.micro, sb.lengths):
             torch.manual_seed(dropout_seed(cfg.data.seed, first))
             batch = {k: v.to(device, non_blocking=True) for k, v in cpu_batch.items()}
             o = engine(**batch)
             loss = W * (o.mlm_loss_sum / n_mlm + o.mep_loss_sum / n_mep)
             engine.backward(loss, scale_wrt_gas=False)
             engine.step()
-            window.add_model(o)
-            n_tok = cpu_batch["attention_mask"].sum(dim=1).tolist()
-            n_ent = cpu_batch["entity_attention_mask"].sum(dim=1).tolist()
-            flops = sum(model_flops_per_token(mc, a, e, cfg.data.mlm_probability) * a for a, e in zip(n_tok, n_ent))
-            window.add(tokens=sum(n_tok), samples=len(n_tok), flops=flops)
+            window.add_model(o, batch)
+            flops = sum(model_flops_per_token(mc, a, e, cfg.data.mlm_probability) * a for a, e in lengths)
+            window.add(tokens=sum(a for a, _ in lengths), samples=len(lengths), flops=flops)
+        window.add(positions=sb.positions, pad_positions=sb.pad_positions)
         step += 1
-        gn = engine.get_global_grad_norm()
-        window.grad_norm += float(gn) if gn is not None else float("nan")
+        window.add_grad_norm(engine.get_global_grad_norm())
         window.steps += 1
         window.seconds += time.time() - t0
         if step % t.log_every == 0 or step == stop:
@@ -406,9 +422,9 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
             rec = {
                 "step": step,
                 "time": time.time(),
-                **summarize(total, window.steps, window.seconds, W, peak),
+                **summarize(total, window.steps, window.seconds, W, peak, languages),
                 "lr": lr,
-                "grad_norm": window.grad_norm / window.steps,
+                "grad_norm": total["grad_norm"],
                 "consumed_samples": step * B,
                 **memory_stats(),
             }

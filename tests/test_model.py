@@ -159,7 +159,7 @@ def test_entity_position_embedding_is_mean_of_mention_positions():
     )
     expected = F.layer_norm(x, (32,), ent.LayerNorm.weight, ent.LayerNorm.bias, eps=1e-5)
     with torch.no_grad():
-        torch.testing.assert_close(ent(ids, pos_ids), expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(ent(ids, pos_ids)[0], expected, atol=1e-6, rtol=0)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -139,6 +139,19 @@ def run_b(work, config, stage1) -> Path:
     return out
 
 
+NO_DROPOUT = ("model.hidden_dropout_prob=0.0", "model.attention_probs_dropout_prob=0.0", "train.stop_at_step=3",
+              "data.num_workers=0")
+
+
+@pytest.fixture(scope="module")
+def eager_and_compiled(work, config, stage1) -> tuple[Path, Path]:
+    """3 steps without dropout (compiled code draws other dropout masks), eager and with train.compile."""
+    eager, compiled = work / "eager", work / "compiled"
+    launch("deepspeed", config, eager, f"train.init_checkpoint={stage1}", *NO_DROPOUT)
+    launch("deepspeed", config, compiled, f"train.init_checkpoint={stage1}", *NO_DROPOUT, "train.compile=true")
+    return eager, compiled
+
+
 # ------------------------------------------------------------------------------------------- stage 1
 
 
@@ -187,6 +200,26 @@ def test_loss_goes_down_and_metrics_logged(run_a):
     assert m[4]["lr"] == pytest.approx(1e-2 * (STEPS - 4) / (STEPS - 1))
     first, last = sum(r["loss"] for r in m[:2]) / 2, sum(r["loss"] for r in m[-2:]) / 2
     assert last < first - 0.2, [r["loss"] for r in m]
+
+
+def test_pad_fraction_and_per_language_metrics_logged(run_a):
+    m = metrics(run_a)
+    for r in m:
+        assert 0 <= r["pad_fraction"] <= 0.05  # packed rows: only the rounding to 8 positions pads
+        for obj in ("mlm", "mep"):
+            per_lang = [r[f"{obj}_loss/{lang}"] for lang in ("en", "fr") if r[f"{obj}_loss/{lang}"] is not None]
+            assert per_lang and min(per_lang) - 1e-6 <= r[f"{obj}_loss"] <= max(per_lang) + 1e-6  # a weighted mean
+            assert all(0 <= r[f"{obj}_acc/{lang}"] <= 1 for lang in ("en", "fr") if r[f"{obj}_acc/{lang}"] is not None)
+    assert any(r["mlm_loss/fr"] is not None for r in m) and any(r["mlm_loss/en"] is not None for r in m)
+
+
+def test_compiled_run_gives_the_eager_losses(eager_and_compiled):
+    eager, compiled = (metrics(p) for p in eager_and_compiled)
+    assert [r["step"] for r in compiled] == [r["step"] for r in eager] == [1, 2, 3]
+    for a, b in zip(eager, compiled):
+        for k in ("loss", "mlm_loss", "mep_loss"):
+            assert b[k] == pytest.approx(a[k], rel=1e-4), (k, a["step"])
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3)
 
 
 def test_checkpoints_and_client_state(run_a):
