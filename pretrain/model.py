@@ -13,11 +13,15 @@ wraps it from outside. What it is, in short:
   consumes.
 - Words and entities are concatenated into ONE sequence and go through plain transformer layers with
   ``torch.nn.functional.scaled_dot_product_attention`` (no entity-aware query matrices: mLUKE does not
-  use them). A key-padding mask built from ``attention_mask`` and ``entity_attention_mask`` hides pads.
+  use them). Two batch layouts: padded (one sample per row; a key-padding mask built from
+  ``attention_mask`` and ``entity_attention_mask`` hides pads) and packed (several samples per row;
+  segment ids keep attention within a sample, as a dense mask or a FlexAttention block mask).
 - Heads: an MLM head tied to the word embeddings and an entity-prediction head tied to the entity
   embeddings (decoding in the ``entity_emb_size`` space, as transformers does). During training they
-  run ONLY on masked positions: at XLM-R-base shape the 250k-word decoder over every position costs
-  more than the whole encoder, and the 15% that carry a label are all the loss needs.
+  run ONLY on masked positions, gathered with fixed-size index tensors (no host sync): at XLM-R-base
+  shape the 250k-word decoder over every position costs more than the whole encoder, and the 15% that
+  carry a label are all the loss needs. Each table's lookup and decoder gradients meet in one backward
+  call and are summed in place (see ``_TiedLookup``).
 
 Parameter names are those of ``transformers.LukeForMaskedLM`` (``luke.embeddings.*``,
 ``luke.entity_embeddings.*``, ``luke.encoder.layer.N.*``, ``lm_head.*``, ``entity_predictions.*``) so
@@ -313,7 +317,8 @@ class SelfAttention(nn.Module):
         if isinstance(mask, BlockMask):
             # FlexAttention has no attention dropout; the flex path is for dropout-free runs (or accepts
             # that difference), see MLukeForMaskedLM.attention.
-            y = flex_attention(q, k, v, block_mask=mask)
+            # contiguous: inductor's CPU lowering of flex_attention rejects the transposed projection views
+            y = flex_attention(q.contiguous(), k.contiguous(), v.contiguous(), block_mask=mask)
         else:
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0

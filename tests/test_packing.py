@@ -152,3 +152,15 @@ def test_flex_block_mask_equals_the_dense_segment_mask():
     with torch.no_grad():  # FlexAttention has no CPU backward: forward only here (the GPU trains with it)
         got = flex_attention(q, k, v, block_mask=segment_block_mask(seg))
     assert torch.allclose(want, got, atol=1e-5)
+
+
+def test_compiled_flex_model_gives_the_sdpa_losses():
+    """The GPU path (FlexAttention inside the compiled model), forward only: CPU FlexAttention has no backward."""
+    m = model()
+    batch = {k: v for k, v in Collator(CFG, None, layout="packed")(samples()).items() if not k.endswith("_languages")}
+    with torch.no_grad():
+        want = m(**batch)
+        m.attention = "flex"
+        got = torch.compile(m, fullgraph=True)(**batch)
+    for k in ("mlm_loss_sum", "mep_loss_sum", "mlm_correct", "mep_correct"):
+        assert torch.allclose(want[k], got[k], rtol=1e-5), k
