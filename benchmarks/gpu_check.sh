@@ -8,7 +8,8 @@
 #   install      a venv (.gpuenv) that sees the image's packages, filled from .whl/ with --no-index;
 #                the image's torch stays (checked: same version before and after)
 #   tests        tests/test_gpu.py (marker gpu): ZeRO-3 bf16 stage 1 with activation checkpointing ->
-#                ZeRO-1 bf16 stage 2, stopped and resumed; fp16; DS_ACCELERATOR=cpu on a GPU machine
+#                ZeRO-1 bf16 stage 2, stopped and resumed; fp16; DS_ACCELERATOR=cpu on a GPU machine;
+#                train.compile with FlexAttention against eager SDPA
 #   mluke-base   benchmarks/bench_model.py --device cuda --dtype bf16 at mluke-base shape (ours and
 #   mluke-large  transformers.LukeForMaskedLM): tokens/s, MFU, peak memory, host syncs, attention kernel
 # then one summary table. Logs and results: OUT (default runs/gpu_check/<UTC time>/).
@@ -29,8 +30,8 @@ WHEELHOUSE=${WHEELHOUSE:-.whl}
 VENV=${VENV:-.gpuenv}
 BUDGET=480
 ALL_PARTS=(install tests mluke-base mluke-large)
-# Seconds each part may take at most (they add up to 460: the rest is for start-up and the summary).
-declare -A LIMIT=([install]=60 [tests]=210 [mluke-base]=80 [mluke-large]=110)
+# Seconds each part may take at most (they add up to 470: the rest is for start-up and the summary).
+declare -A LIMIT=([install]=50 [tests]=240 [mluke-base]=75 [mluke-large]=105)
 PARTS=$(IFS=,; echo "${ALL_PARTS[*]}")
 DRY=0
 SKIP_INSTALL=0

@@ -3,8 +3,9 @@
 benchmarks/gpu_check.sh runs this file on a GPU node. One rank: stage 1 with ZeRO-3 in bf16 with
 activation checkpointing under the ``deepspeed`` launcher (``--num_gpus 1``, NCCL); stage 2 with ZeRO-1
 in bf16 from it, once in one go and once stopped at step 4 and resumed (same losses); fp16 with dynamic
-loss scaling for 3 steps; and ``DS_ACCELERATOR=cpu`` on the GPU machine, which must train on the CPU
-with gloo and never touch CUDA. Tiny model and shards (tests/shard_fixtures.py), so every run is a few
+loss scaling for 3 steps; ``DS_ACCELERATOR=cpu`` on the GPU machine, which must train on the CPU with
+gloo and never touch CUDA; and, last (the slowest: it compiles), ``train.compile`` with FlexAttention
+against the eager SDPA run. Tiny model and shards (tests/shard_fixtures.py), so every run is a few
 seconds after start-up.
 """
 
@@ -36,12 +37,15 @@ STOP = 4
 CONFIG = """\
 output_dir: unused
 data: {{shards: {shards}, seed: 5, num_workers: 0}}
-model: {{entity_emb_size: 16, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 128}}
+model: {{entity_emb_size: 16, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 128,
+         hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}}
 train: {{stage: 2, max_steps: {steps}, global_batch_size: 16, micro_batch_size: 8, lr: 1.0e-2, warmup_steps: 1,
          save_every: {stop}, log_every: 1}}
 deepspeed: {{zero_stage: 1, precision: bf16, timeout_s: 120}}
 wandb: {{mode: disabled}}
 """
+# No dropout: the compiled FlexAttention run (no attention dropout, its own dropout RNG) is compared with the
+# eager SDPA one step by step.
 # Rendezvous and scheduler variables of the caller (a SLURM allocation, say) would make a single process
 # look like one rank of a bigger job: each run starts without them.
 FOREIGN = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "DS_ACCELERATOR")
@@ -199,3 +203,16 @@ def test_ds_accelerator_cpu_on_a_gpu_machine_trains_on_the_cpu(config, work):
     assert probe["backend"] in ("gloo", None)  # None: the trainer closed its process group itself
     m = metrics(out)
     assert [r["step"] for r in m] == [1, 2] and all(math.isfinite(r["loss"]) for r in m)
+
+
+def test_compiled_flex_attention_follows_the_eager_sdpa_run(config, work, stage1, run_a):
+    """train.compile + train.attention=flex (GPU only) from the same stage-1 weights on the same batches:
+    the first steps' losses equal those of the eager SDPA run (no dropout in either) to bf16 precision."""
+    out = work / "flex"
+    train(config, out, f"train.init_checkpoint={stage1}", "train.compile=true", "train.attention=flex",
+          "train.stop_at_step=2")
+    flex, eager = metrics(out), metrics(run_a)[:2]
+    assert [r["step"] for r in flex] == [1, 2]
+    for rf, r_eager in zip(flex, eager):
+        for k in ("loss", "mlm_loss", "mep_loss"):
+            assert rf[k] == pytest.approx(r_eager[k], rel=5e-3), (r_eager["step"], k)
