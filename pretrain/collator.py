@@ -194,17 +194,18 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def target_capacity(n_positions: int, probability: float, n_targets: int) -> int:
-    """Slots of a masked-position index tensor: a function of the row's size (and the masking rate) only,
-    so compiled code sees few distinct shapes; ``n_positions`` (every position) if the targets overflow it."""
-    bound = min(round_up(math.ceil(n_positions * probability * 1.25) + 8, 8), n_positions)
+def target_capacity(n_positions: int, probability: float, n_samples: int, n_targets: int) -> int:
+    """Slots of a masked-position index tensor, from the row's size and sample count only (so compiled
+    code sees few distinct shapes): each sample masks at most round(p x its tokens), at least one, i.e.
+    at most p x tokens + 1. ``n_positions`` (every position) should the targets ever overflow that."""
+    bound = min(round_up(math.ceil(n_positions * probability) + n_samples, 8), n_positions)
     return bound if n_targets <= bound else n_positions
 
 
-def _index_targets(labels: np.ndarray, languages: np.ndarray, probability: float) -> tuple[np.ndarray, ...]:
+def _index_targets(labels: np.ndarray, languages: np.ndarray, probability: float, n_samples: int) -> tuple[np.ndarray, ...]:
     """Dense labels of a packed row -> (positions, labels, language ids) of fixed size, -100-padded."""
     where = np.flatnonzero(labels != IGNORE)
-    k = target_capacity(len(labels), probability, len(where))
+    k = target_capacity(len(labels), probability, n_samples, len(where))
     positions = np.zeros(k, dtype=np.int64)
     out = np.full(k, IGNORE, dtype=np.int64)
     lang = np.zeros(k, dtype=np.int64)
@@ -276,8 +277,9 @@ class Collator:
             ent_pos[:ents] = np.concatenate([m.entity_position_ids for m in masked])
         mlm = np.concatenate([m.mlm_labels for m in masked])
         lang = np.asarray(lang_ids, dtype=np.int64)
-        mlm_pos, mlm_lab, mlm_lang = _index_targets(mlm, lang[segment], self.cfg.mlm_probability)
-        mep_pos, mep_lab, mep_lang = _index_targets(mep, np.append(lang, 0)[ent_segment], self.cfg.mep_probability)
+        n = len(masked)
+        mlm_pos, mlm_lab, mlm_lang = _index_targets(mlm, lang[segment], self.cfg.mlm_probability, n)
+        mep_pos, mep_lab, mep_lang = _index_targets(mep, np.append(lang, 0)[ent_segment], self.cfg.mep_probability, n)
         return _tensors(
             input_ids=np.concatenate([m.input_ids for m in masked])[None],
             # fairseq positions per sample: <s> of each sample gets pad + 1

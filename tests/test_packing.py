@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -64,7 +66,7 @@ def test_fixed_size_targets_match_the_padded_labels():
     padded = Collator(CFG, None)(samples())
     assert count_targets(packed) == count_targets(padded)
     k = packed["mlm_positions"].shape[0]
-    assert k == target_capacity(52, 0.3, count_targets(packed)[0]) and k % 8 == 0
+    assert k == target_capacity(52, 0.3, 4, count_targets(packed)[0]) == 24
     positions, labels = packed["mlm_positions"].numpy(), packed["mlm_labels"].numpy()
     valid = labels != -100
     # the same (sample, token, label) triples in both layouts, with the sample's language id
@@ -79,8 +81,22 @@ def test_fixed_size_targets_match_the_padded_labels():
 
 
 def test_capacity_depends_on_the_row_size_only():
-    assert [target_capacity(n, 0.15, 0) for n in (8, 100, 512, 2048)] == [8, 32, 104, 392]
-    assert target_capacity(100, 0.15, 33) == 100  # more targets than slots: every position is a slot
+    assert [target_capacity(n, 0.15, 4, 0) for n in (8, 100, 512, 2048)] == [8, 24, 88, 312]
+    assert target_capacity(100, 0.15, 4, 25) == 100  # more targets than slots: every position is a slot
+
+
+def test_capacity_holds_the_masking_budget():
+    """Many short samples (where round() and the at-least-one rule add most) never overflow the slots."""
+    rng = np.random.default_rng(1)
+    for seed in range(20):
+        group = [Sample(1000 * seed + i, "en", rng.integers(4, SPM + 1, size=int(rng.integers(1, 12))).tolist(),
+                        [5, 6], [0, 0], [1, 1]) for i in range(8)]
+        b = Collator(CFG, None, layout="packed")(group)
+        words, ents = count_targets(b)
+        n_words, n_ents = b["input_ids"].shape[1], b["entity_ids"].shape[1]
+        # the bound itself is used, never the every-position fallback
+        assert b["mlm_positions"].shape[0] == min(-(-(math.ceil(0.3 * n_words) + 8) // 8) * 8, n_words) >= words
+        assert b["mep_positions"].shape[0] == min(-(-(math.ceil(0.4 * n_ents) + 8) // 8) * 8, n_ents) >= ents
 
 
 def test_packed_losses_equal_padded_losses():
