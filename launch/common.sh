@@ -66,6 +66,9 @@ launch_gpu_env() {
   # hanging until the process-group timeout (deepspeed.timeout_s) on every rank.
   launch_default TORCH_NCCL_ASYNC_ERROR_HANDLING 1
   launch_default NCCL_DEBUG WARN
+  # Growable allocator segments: micro-batches of varying length (and ZeRO's gather/release of buckets)
+  # otherwise fragment the cache until an out-of-memory error with many GiB reserved but free.
+  launch_default PYTORCH_CUDA_ALLOC_CONF expandable_segments:True
 }
 
 # Decide CPU or GPU for THIS machine, the ranks it runs (LAUNCH_RANKS) and the environment defaults.

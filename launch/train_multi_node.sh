@@ -34,7 +34,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # Variables every rank needs, whatever node it runs on. DeepSpeed already forwards NCCL_*, PYTHON*,
 # UCX_*, MV2_* and MLFLOW_*; these are the rest (W&B settings, caches, our device choice).
 DS_ENV_PREFIXES=(WANDB_ HF_ TRANSFORMERS_ TORCH_ CUDA_ NCCL_ PYTHONPATH DS_ACCELERATOR OMP_NUM_THREADS
-  TOKENIZERS_PARALLELISM PYTHONUNBUFFERED PYTHONFAULTHANDLER)
+  TOKENIZERS_PARALLELISM PYTHONUNBUFFERED PYTHONFAULTHANDLER PYTORCH_CUDA_ALLOC_CONF)
 DS_ENV_SECRET_NAMES=(WANDB_API_KEY HF_TOKEN HUGGING_FACE_HUB_TOKEN)
 
 # write_deepspeed_env FILE: KEY=VALUE lines, nothing else (DeepSpeed's reader takes every line as one

@@ -51,6 +51,12 @@ class StepBatch:
     positions: int  # positions the encoder computes over the step (words + entity slots, pads included)
     pad_positions: int  # of which padding
 
+    def pin_memory(self) -> StepBatch:
+        """Page-locked copies of the micro-batches (the DataLoader's pin thread calls this), so the
+        trainer's ``.to(device, non_blocking=True)`` is an asynchronous copy that overlaps compute."""
+        micro = [{k: v.pin_memory() for k, v in b.items()} for b in self.micro]
+        return StepBatch(self.step, micro, self.first_index, self.n_mlm, self.n_mep)
+
 
 class StepBatches(torch.utils.data.Dataset):
     """``dataset[step]`` -> this rank's ``StepBatch`` of that step."""
@@ -87,16 +93,18 @@ def _identity(item: StepBatch) -> StepBatch:
     return item
 
 
-def iterate_steps(batches: StepBatches, start: int, stop: int, num_workers: int) -> Iterator[StepBatch]:
-    """Steps ``start..stop-1`` in order; with workers, up to 2 steps per worker are prepared ahead."""
+def iterate_steps(batches: StepBatches, start: int, stop: int, num_workers: int, pin_memory: bool = False) -> Iterator[StepBatch]:
+    """Steps ``start..stop-1`` in order; with workers, up to 2 steps per worker are prepared ahead.
+    ``pin_memory`` (GPU ranks): batches come in page-locked memory."""
     if num_workers <= 0:
-        return (batches[s] for s in range(start, stop))
+        return (batches[s].pin_memory() if pin_memory else batches[s] for s in range(start, stop))
     loader = torch.utils.data.DataLoader(
         batches,
         batch_size=None,  # each item is already a whole step
         sampler=range(start, stop),
         num_workers=num_workers,
         prefetch_factor=2,
+        pin_memory=pin_memory,
         worker_init_fn=_ignore_stop_signals,
         collate_fn=_identity,
     )

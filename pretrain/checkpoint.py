@@ -116,6 +116,8 @@ def load_consolidated_weights(path: str | Path) -> dict[str, Any]:
 
     ckpt, tag = resolve_init_checkpoint(path)
     tag_dir = ckpt / tag
+    if any(tag_dir.glob("bf16_zero_*optim_states.pt")):  # ZeRO-1 + bf16 with fp32 gradient accumulation
+        return _bf16_optimizer_weights(tag_dir)
     if any(tag_dir.glob("*optim_states.pt")):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
@@ -172,12 +174,81 @@ def _stage0_fp32_masters(sd: dict[str, Any], state: TrainerState | None) -> dict
             if tuple(t.shape) != tuple(module[name].shape) or not (t.to(module[name].dtype) == module[name]).all():
                 raise InputError(f"checkpoint: fp32 master of {name} does not match its saved weight")
             out[name] = t.float()
-    by_storage = {(module[n].untyped_storage().data_ptr(), tuple(m.shape)): m for n, m in out.items()}
-    for name, t in module.items():  # tied names get the master of the parameter they share
-        key = (t.untyped_storage().data_ptr(), tuple(t.shape))
-        if name not in out and key in by_storage:
-            out[name] = by_storage[key]
+    _tie_masters(module, out)
     return out
+
+
+def _tie_masters(module: dict[str, Any], masters: dict[str, Any]) -> None:
+    """Tied names (one tensor saved under both) get the master of the parameter they share."""
+    by_storage = {(module[n].untyped_storage().data_ptr(), tuple(m.shape)): m for n, m in masters.items()}
+    for name, t in module.items():
+        key = (t.untyped_storage().data_ptr(), tuple(t.shape))
+        if name not in masters and key in by_storage:
+            masters[name] = by_storage[key]
+
+
+def _bf16_optimizer_weights(tag_dir: Path) -> dict[str, Any]:
+    """Weights of a checkpoint of DeepSpeed's BF16_Optimizer (what ZeRO-1 + bf16 + fp32 gradient
+    accumulation runs), which zero_to_fp32 does not read: each rank's file holds its slice of the flat
+    fp32 masters and, per parameter name, where that parameter's fragment lies in it; a parameter's
+    fragments in rank order make the whole. Parameters outside the optimiser (stage 1's frozen word side)
+    come from the model states, in the precision they were trained in."""
+    import torch
+    from deepspeed.checkpoint.constants import PARAM_SLICE_MAPPINGS, SINGLE_PARTITION_OF_FP32_GROUPS
+
+    files = sorted(tag_dir.glob("bf16_zero_pp_rank_*_optim_states.pt"), key=lambda f: int(f.name.split("_")[4]))
+    pieces: dict[str, list[Any]] = {}
+    for f in files:
+        osd = torch.load(f, map_location="cpu", weights_only=False, mmap=True)["optimizer_state_dict"]
+        for flat, mapping in zip(osd[SINGLE_PARTITION_OF_FP32_GROUPS], osd[PARAM_SLICE_MAPPINGS]):
+            for name, address in mapping.items():
+                pieces.setdefault(name, []).append(flat.narrow(0, address.start, address.numel))
+    model_files = sorted(tag_dir.glob("mp_rank_*_model_states.pt"))
+    if not model_files:
+        raise InputError(f"{tag_dir}: no DeepSpeed model states")
+    module = torch.load(model_files[0], map_location="cpu", weights_only=False)["module"]
+    masters = {}
+    for name, parts in pieces.items():
+        if name not in module or sum(p.numel() for p in parts) != module[name].numel():
+            raise InputError(f"{tag_dir}: fp32 master of {name} does not match the saved model states")
+        masters[name] = torch.cat(parts).view(module[name].shape).clone()
+    _tie_masters(module, masters)
+    return {**{k: v.float() for k, v in module.items()}, **masters}
+
+
+def load_init_checkpoint(model, path: str | Path) -> None:
+    """Start from another run's checkpoint (``train.init_checkpoint``), on top of the model's fp32 source.
+
+    ``model`` already holds the weights the checkpoint's run started from (``model.init_from`` or the
+    seeded random init). After a stage-1 run only the entity side changed, and only it is taken from
+    the checkpoint (its fp32 master weights): a bf16 run keeps the frozen word side as bf16 module
+    states only, and stage 2 must not start from that rounded backbone. The checkpoint's copy of each
+    frozen weight must still equal the model's (exactly, or rounded to bf16/fp16), which catches a
+    stage 2 pointed at another backbone than its stage 1. After a stage-2 run everything is taken.
+    """
+    import torch
+
+    from pretrain import zero3
+    from pretrain.model import ENTITY_PREFIXES
+
+    weights = load_consolidated_weights(path)
+    state = read_state(Path(path))
+    trained_only = state is not None and state.stage == 1
+    params = dict(model.named_parameters())  # tied weights once
+    missing = [n for n in params if n not in weights]
+    unexpected = [n for n in weights if n not in model.state_dict(keep_vars=True)]
+    if missing or unexpected:
+        raise InputError(f"{path}: weights do not fit the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    for name, p in params.items():
+        if not (trained_only and not name.startswith(ENTITY_PREFIXES)):
+            zero3.copy_into(p, weights[name])  # (under zero.Init: this rank's slice)
+            continue
+        mine, saved = zero3.local_value(p, weights[name])
+        if not any(torch.equal(mine.float().to(dt).float(), saved.float()) for dt in (torch.float32, torch.bfloat16, torch.float16)):
+            raise InputError(
+                f"{path}: frozen weight {name} of the stage-1 run differs from this run's model.init_from "
+                "(stage 2 must start from the same backbone, and the same data.seed for a random one)"
+            )
 
 
 def load_into(model, state_dict: dict[str, Any], source: str) -> None:

@@ -52,6 +52,10 @@ class ModelConfig:
     max_position_embeddings: int = 514
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
+    # Activation recomputation: none | selective (keep matmul outputs, recompute attention core, GELU,
+    # LayerNorm, dropout) | full (keep each layer's input only). gradient_checkpointing: true is the older
+    # spelling of recompute: full.
+    recompute: str = "none"
     gradient_checkpointing: bool = False
 
 
@@ -87,6 +91,9 @@ class DeepSpeedConfig:
     precision: str = "bf16"  # fp32 | bf16 | fp16
     offload_optimizer: bool = False  # ZeRO-Offload optimizer states to CPU (stage >= 1)
     offload_param: bool = False  # ZeRO-3 only: parameters to CPU
+    # ZeRO-3 only: build the model under deepspeed.zero.Init, so no rank ever holds all of it (each builds
+    # and loads only its slice of every weight) instead of every rank holding the whole fp32 model first.
+    zero_init: bool = False
     timeout_s: int = 1800  # process-group timeout: a dead rank fails the run instead of hanging it
     initial_scale_power: int = 16  # fp16 dynamic loss scaling starts at 2**this
     loss_scale_window: int = 1000
@@ -123,6 +130,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "train.stage": (1, 2),
     "train.attention": ("sdpa", "flex"),
     "deepspeed.zero_stage": (0, 1, 2, 3),
+    "model.recompute": ("none", "selective", "full"),
     "deepspeed.precision": ("fp32", "bf16", "fp16"),
     "wandb.mode": ("online", "online_required", "offline", "disabled"),
 }
@@ -169,8 +177,17 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
         raise InputError(f"{where}: train.grad_clip must be > 0 (clipping is always explicit), got {t.grad_clip}")
     if t.attention == "flex" and not t.compile:
         raise InputError(f"{where}: train.attention flex needs train.compile true (eager FlexAttention is a slow reference)")
+    if cfg.deepspeed.zero_init and cfg.deepspeed.zero_stage != 3:
+        raise InputError(f"{where}: deepspeed.zero_init needs deepspeed.zero_stage 3")
     if cfg.deepspeed.offload_param and cfg.deepspeed.zero_stage != 3:
         raise InputError(f"{where}: deepspeed.offload_param needs deepspeed.zero_stage 3")
+    if cfg.model.gradient_checkpointing and cfg.model.recompute not in ("none", "full"):
+        raise InputError(f"{where}: model.gradient_checkpointing means model.recompute full; set only model.recompute")
+    if cfg.deepspeed.precision != "fp32" and cfg.deepspeed.zero_stage == 0:
+        raise InputError(
+            f"{where}: deepspeed.precision {cfg.deepspeed.precision} needs deepspeed.zero_stage >= 1 (DeepSpeed "
+            "accumulates gradients in fp32 only under ZeRO; without it they would be summed in 16 bits)"
+        )
     if cfg.deepspeed.offload_optimizer and cfg.deepspeed.zero_stage == 0:
         raise InputError(f"{where}: deepspeed.offload_optimizer needs deepspeed.zero_stage >= 1")
     d = cfg.data

@@ -45,6 +45,7 @@ from data_prep.atomic import write_json
 from data_prep.errors import InputError
 from data_prep.spm import XlmrSentencePiece
 from data_prep.vocab_file import EntityVocab, read_entity_vocab
+from pretrain import device as accel
 from pretrain.collator import ENTITY_MASK_ID, IGNORE, Collator, MaskingConfig, unit_table
 from pretrain.data import Sample, check_shards, load_split
 
@@ -417,7 +418,7 @@ def evaluate(
     """Masked-LM metrics per language on ``shards``' validation split, and the cloze probe (``prompts``)."""
     torch.manual_seed(0)  # nothing is random in eval mode; this only pins anything a model might draw
     manifest = check_shards(shards, languages)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or str(accel.local_device(0))  # DeepSpeed's accelerator, as training (DS_ACCELERATOR=cpu: cpu)
     scorer, info = load_scorer(checkpoint, shards, device)
     for key, path in (("spm_sha256", manifest.spm_path), ("entity_vocab_sha256", manifest.entity_vocab_path)):
         want = {"spm_sha256": manifest.spm_sha256, "entity_vocab_sha256": manifest.entity_vocab_sha256}[key]
@@ -461,7 +462,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="masking seed")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-sequences", type=int, default=None, help="per language (default: all)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--device", default=None, help="torch device (default: DeepSpeed's accelerator device, e.g. cuda:0; cpu under DS_ACCELERATOR=cpu)")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--show", type=int, default=0, metavar="N", help="print N cloze predictions per language")
 

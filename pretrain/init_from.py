@@ -29,6 +29,7 @@ import torch
 from data_prep.errors import InputError
 from data_prep.titles import clean_title_text, ucfirst
 from data_prep.vocab_file import SPECIAL_TOKENS, EntityVocab, read_entity_vocab
+from pretrain import zero3
 from pretrain.model import ENTITY_PREFIXES, MLukeConfig, MLukeForMaskedLM
 
 XLMR_TYPES = ("xlm-roberta", "roberta", "xlm-roberta-xl")
@@ -90,7 +91,7 @@ def model_config(
     """
     kind, hf = read_hf_config(path)
     config_file = Path(path) / "config.json"
-    names = {f.name for f in fields(MLukeConfig)} - {"gradient_checkpointing"}
+    names = {f.name for f in fields(MLukeConfig)} - {"gradient_checkpointing", "recompute"}
     kwargs = {k: hf[k] for k in names if k in hf}
     vocab = int(hf.get("vocab_size", 0))
     if kind == "xlmr":
@@ -148,11 +149,11 @@ def read_checkpoint_tensors(path: Path) -> dict[str, torch.Tensor]:
 def _copy(own: dict[str, torch.Tensor], name: str, value: torch.Tensor, path: Path, key: str) -> None:
     if name not in own:
         raise InputError(f"{path}: unexpected weight {key!r}")
-    if tuple(own[name].shape) != tuple(value.shape):
+    if zero3.full_shape(own[name]) != tuple(value.shape):
         raise InputError(
-            f"{path}: weight {key!r} has shape {tuple(value.shape)}, the model expects {tuple(own[name].shape)}"
+            f"{path}: weight {key!r} has shape {tuple(value.shape)}, the model expects {zero3.full_shape(own[name])}"
         )
-    own[name].copy_(value)
+    zero3.copy_into(own[name], value)  # (a model built under zero.Init: this rank's slice only)
 
 
 @torch.no_grad()
@@ -169,6 +170,7 @@ def init_from_xlmr(
     path = Path(path)
     own = model.state_dict(keep_vars=True)
     loaded: set[str] = set()
+    word_pos = None
     for key, value in iter_checkpoint_tensors(path):
         name = "luke." + key[len("roberta.") :] if key.startswith("roberta.") else key
         if name == "lm_head.decoder.bias":
@@ -183,6 +185,8 @@ def init_from_xlmr(
             raise InputError(f"{path}: unexpected weight {key!r} for an XLM-R masked-LM checkpoint")
         _copy(own, name, value, path, key)
         loaded.add(name)
+        if name == "luke.embeddings.position_embeddings.weight":
+            word_pos = value
     expected = {n for n, _ in model.named_parameters() if not n.startswith(ENTITY_PREFIXES)}
     missing = sorted(expected - loaded)
     if missing:
@@ -191,10 +195,11 @@ def init_from_xlmr(
         )
     if copy_entity_positions:
         offset = model.config.pad_token_id + 1
-        word_pos = model.luke.embeddings.position_embeddings.weight
-        model.luke.entity_embeddings.position_embeddings.weight[: word_pos.shape[0] - offset].copy_(
-            word_pos[offset:]
-        )
+        entity_pos = model.luke.entity_embeddings.position_embeddings.weight
+        with zero3.gathered([entity_pos]):  # (under zero.Init: the whole small table, read on every rank)
+            table = entity_pos.detach().float().clone()
+        table[: word_pos.shape[0] - offset] = word_pos[offset:]
+        zero3.copy_into(entity_pos, table)
     return sorted(loaded)
 
 
@@ -334,6 +339,8 @@ def init_model(model: MLukeForMaskedLM, path: str | Path, entity_vocab_path: str
     if kind == "xlmr":
         init_from_xlmr(model, path)
         return None
+    if any(zero3.partitioned(p) for p in model.parameters()):
+        raise InputError(f"{path}: a LUKE init_from is not supported with deepspeed.zero_init (use zero_init: false)")
     return init_from_luke(model, path, read_entity_vocab(entity_vocab_path)).summary(path)
 
 

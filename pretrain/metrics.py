@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import torch
 
 from data_prep.errors import InputError
+from pretrain import device
 
 # Dense bf16/fp16 tensor-core peaks (no sparsity), FLOP/s per device, from the vendors' data sheets.
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "V100": 125e12}
@@ -33,9 +34,9 @@ SUMS = ("mlm_loss_sum", "mlm_count", "mlm_correct", "mep_loss_sum", "mep_count",
 def peak_flops_per_device(override_tflops: float | None = None) -> float | None:
     if override_tflops:
         return override_tflops * 1e12
-    if not torch.cuda.is_available():
+    name = device.device_name()
+    if name is None:
         return None  # no meaningful peak for a CPU here: MFU is reported as null
-    name = torch.cuda.get_device_name()
     for key, value in PEAK_FLOPS.items():
         if key in name:
             return value
@@ -56,10 +57,7 @@ def training_flops(n_layers: int, hidden: int, body_params: int, head_params_per
 
 
 def memory_stats() -> dict[str, float]:
-    out: dict[str, float] = {}
-    if torch.cuda.is_available():
-        out["mem_allocated_gib"] = torch.cuda.max_memory_allocated() / 1024**3
-        out["mem_reserved_gib"] = torch.cuda.max_memory_reserved() / 1024**3
+    out = device.peak_memory_gib()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     out["host_max_rss_gib"] = rss / 1024**2 if sys.platform != "darwin" else rss / 1024**3
     return out

@@ -51,7 +51,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import (
+    CheckpointPolicy,
+    checkpoint,
+    create_selective_checkpoint_contexts,
+    noop_context_fn,
+)
 
 IGNORE_INDEX = -100  # label value of positions that are not masked (PyTorch's cross-entropy default)
 
@@ -85,6 +90,11 @@ class MLukeConfig:
     entity_vocab_size: int = 500000
     entity_emb_size: int = 256
     pre_layer_norm: bool = False  # True for the XLM-R XL backbone
+    # Activation recomputation in backward: "none", "selective" (each layer's matmul outputs are kept,
+    # everything between them -- attention core, GELU, LayerNorm, dropout -- recomputed) or "full" (only
+    # each layer's input kept; the whole layer runs again). gradient_checkpointing=True is the older
+    # spelling of "full".
+    recompute: str = "none"
     gradient_checkpointing: bool = False
     initializer_range: float = 0.02
 
@@ -95,6 +105,12 @@ class MLukeConfig:
             )
         if self.hidden_act not in _ACTIVATIONS:
             raise ValueError(f"hidden_act {self.hidden_act!r} is not one of {sorted(_ACTIVATIONS)}")
+        if self.recompute not in RECOMPUTE:
+            raise ValueError(f"recompute {self.recompute!r} is not one of {RECOMPUTE}")
+
+    @property
+    def recompute_mode(self) -> str:
+        return "full" if self.gradient_checkpointing else self.recompute
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,6 +144,8 @@ class MLukeConfig:
             eos_token_id=self.eos_token_id,
         )
 
+
+RECOMPUTE = ("none", "selective", "full")
 
 _ACTIVATIONS = {
     "gelu": F.gelu,  # exact (erf) GELU, as BERT/XLM-R and transformers' "gelu"
@@ -392,14 +410,33 @@ class Encoder(nn.Module):
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.pre_layer_norm else None
 
     def forward(self, x: torch.Tensor, key_mask: AttentionMask) -> torch.Tensor:
+        mode = self.cfg.recompute_mode
         for layer in self.layer:
-            if self.cfg.gradient_checkpointing and torch.is_grad_enabled():
-                # Keep only each layer's input; recompute its inside during backward (dropout masks are
-                # replayed because checkpoint restores the RNG state).
-                x = checkpoint(layer, x, key_mask, use_reentrant=False)
+            if mode != "none" and torch.is_grad_enabled():
+                # The layer runs again during backward (dropout masks are replayed: checkpoint restores the
+                # RNG state). "full" keeps only the layer's input; "selective" also keeps what its matmuls
+                # computed, so the replay only redoes the cheap elementwise and attention-core work.
+                context = _keep_matmul_outputs if mode == "selective" else noop_context_fn
+                x = checkpoint(layer, x, key_mask, use_reentrant=False, context_fn=context)
             else:
                 x = layer(x, key_mask)
         return self.LayerNorm(x) if self.LayerNorm is not None else x
+
+
+# The weight matmuls (q/k/v, attention output, feed-forward in and out): 4/5 of a layer's FLOPs.
+_MATMULS = (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)
+
+
+def _keep_matmul_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    """Selective recompute: a matmul's output is saved in forward and reused by the replay; everything
+    else (attention scores/softmax/values inside SDPA, GELU, LayerNorm, dropout, residual adds) is
+    recomputed. Those ops are cheap but their saved inputs and outputs are most of a layer's activation
+    memory (the GELU's 4 x hidden output alone is as large as the feed-forward input matmul's output)."""
+    return CheckpointPolicy.MUST_SAVE if op in _MATMULS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _keep_matmul_outputs():
+    return create_selective_checkpoint_contexts(_keep_matmul_policy)
 
 
 class LukeBackbone(nn.Module):
@@ -541,6 +578,15 @@ def segment_block_mask(segments: torch.Tensor) -> BlockMask:
     return create_block_mask(same_segment, B, None, T, T, device=segments.device)
 
 
+def _normal_(weight: torch.Tensor, std: float) -> None:
+    """N(0, std) drawn in fp32 whatever the weight's dtype: a bf16 model built under zero.Init gets the
+    fp32 model's values, rounded (the same random numbers, in the same order)."""
+    if weight.dtype == torch.float32:
+        weight.normal_(0.0, std)
+    else:
+        weight.copy_(torch.empty(weight.shape, dtype=torch.float32, device=weight.device).normal_(0.0, std))
+
+
 class MLukeForMaskedLM(nn.Module):
     def __init__(self, cfg: MLukeConfig):
         super().__init__()
@@ -568,11 +614,11 @@ class MLukeForMaskedLM(nn.Module):
             if module.bias is not None:
                 module.bias.zero_()
         elif isinstance(module, nn.Linear):
-            module.weight.normal_(0.0, std)
+            _normal_(module.weight, std)
             if module.bias is not None:
                 module.bias.zero_()
         elif isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
-            module.weight.normal_(0.0, std)
+            _normal_(module.weight, std)
             if module.padding_idx is not None:
                 module.weight[module.padding_idx].zero_()
         elif isinstance(module, nn.LayerNorm):
@@ -583,6 +629,11 @@ class MLukeForMaskedLM(nn.Module):
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         self.config.gradient_checkpointing = enabled
+
+    def set_recompute(self, mode: str) -> None:
+        if mode not in RECOMPUTE:
+            raise ValueError(f"recompute {mode!r} is not one of {RECOMPUTE}")
+        self.config.recompute, self.config.gradient_checkpointing = mode, False
 
     def stage1_trainable_parameters(self) -> list[nn.Parameter]:
         """The entity-side parameters that stage 1 trains (the word side stays frozen)."""
@@ -686,19 +737,27 @@ def luke_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None
     return {**{k: batch[k] for k in names}, "labels": batch["mlm_labels"], "entity_labels": batch["mep_labels"]}
 
 
-def model_flops_per_token(cfg: MLukeConfig, seq_len: int, n_entities: int, mask_prob: float = 0.15) -> float:
+def model_flops_per_token(
+    cfg: MLukeConfig, seq_len: int, n_entities: int, mask_prob: float = 0.15, stage: int = 2
+) -> float:
     """Training FLOPs (forward + backward) per WORD token of a full sequence: the MFU numerator.
 
-    Counts what the model needs, not what an implementation spends: 6 x params x positions for the
-    encoder over seq_len + n_entities positions, 12 x layers x hidden x T^2 for attention scores and
-    values, the entity projection over n_entities, and the two heads over the masked fraction only.
-    Embedding lookups are free. Divide by the number of word tokens processed (pads aside).
+    Counts what the model needs, not what an implementation spends. A matmul with P weights costs, per
+    position, 2P forward, 2P for its input's gradient and 2P for its weights' gradient; the last only
+    when those weights train. Stage 2 trains everything: 6P. Stage 1 trains only the entity side, yet
+    the gradient still flows back through every encoder layer and the MLM head (the MLM loss reaches the
+    entity embeddings through attention), so the frozen word side costs 4P and only the entity
+    projection and entity head 6P. Attention scores and values have no weights: 12 x layers x hidden
+    x T^2 (4 forward, 8 backward) in both stages. The encoder runs over seq_len + n_entities positions,
+    the heads over the masked fraction only; embedding lookups are free. Divide by the number of word
+    tokens processed (pads aside).
     """
     H, inter, T = cfg.hidden_size, cfg.intermediate_size, seq_len + n_entities
+    word_side = 6 if stage == 2 else 4  # FLOPs per weight and position of the (stage-1 frozen) word side
     layer_params = 4 * H * H + 2 * H * inter
-    enc = 6 * cfg.num_hidden_layers * layer_params * T + 12 * cfg.num_hidden_layers * H * T * T
+    enc = word_side * cfg.num_hidden_layers * layer_params * T + 12 * cfg.num_hidden_layers * H * T * T
     proj = 6 * cfg.entity_emb_size * H * n_entities if cfg.entity_emb_size != H else 0
-    mlm = 6 * (H * H + H * cfg.vocab_size) * mask_prob * seq_len
+    mlm = word_side * (H * H + H * cfg.vocab_size) * mask_prob * seq_len
     mep = 6 * (H * cfg.entity_emb_size + cfg.entity_emb_size * cfg.entity_vocab_size) * mask_prob * n_entities
     return float(enc + proj + mlm + mep) / seq_len
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from data_prep.errors import InputError
+from pretrain import device, zero3
 from pretrain.config import ExperimentConfig
 
 
@@ -67,9 +68,9 @@ def deepspeed_config(cfg: ExperimentConfig, world_size: int) -> dict[str, Any]:
     if d.zero_stage in (1, 2):
         zero["allgather_bucket_size"] = d.allgather_bucket_size
     if d.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": device.pin_memory()}
     if d.offload_param:
-        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+        zero["offload_param"] = {"device": "cpu", "pin_memory": device.pin_memory()}
     out: dict[str, Any] = {
         "train_batch_size": t.global_batch_size,
         "train_micro_batch_size_per_gpu": t.micro_batch_size,
@@ -88,6 +89,7 @@ def deepspeed_config(cfg: ExperimentConfig, world_size: int) -> dict[str, Any]:
         # We hand DeepSpeed our own AdamW (client_adamw) with our parameter groups (no decay on biases/LayerNorm).
         "zero_allow_untested_optimizer": True,
         "checkpoint": {"load_universal": d.universal_checkpoint},
+        **precision_dtypes(d.precision),
         "steps_per_print": 1 << 30,  # the trainer logs; DeepSpeed's own step prints stay quiet
         "wall_clock_breakdown": False,
     }
@@ -180,12 +182,51 @@ def client_adamw(groups: list[dict[str, Any]], cfg: ExperimentConfig, device_typ
     return torch.optim.AdamW(groups, foreach=True, **kwargs)
 
 
+def precision_dtypes(precision: str) -> dict[str, Any]:
+    """Gradients accumulated over micro-batches and reduced over ranks in fp32 under bf16/fp16.
+
+    DeepSpeed's default is the model's dtype for both: a 2048-sample step summed over 16+ micro-batches
+    and 64+ ranks in bf16 (8 mantissa bits) loses the small contributions. DeepSpeed 0.19.8 builds, for
+    ``grad_accum_dtype`` fp32: ZeRO-1 -> its BF16_Optimizer (fp32 accumulation buffers), ZeRO-2/3 -> the
+    ZeRO optimizer with fp32 gradient partitions; with ZeRO-0 it refuses the mix (config.py rejects
+    ZeRO-0 with bf16/fp16 for that reason).
+    """
+    if precision == "fp32":
+        return {}
+    return {"data_types": {"grad_accum_dtype": "fp32"}, "communication_data_type": "fp32"}
+
+
 def build_optimizer(cfg: ExperimentConfig, model: nn.Module) -> tuple[torch.optim.Optimizer | None, list[dict[str, Any]]]:
     """(client optimizer or None when DeepSpeed builds its CPU Adam, parameter groups)."""
     groups = param_groups(model, cfg.train.weight_decay)
     if cfg.deepspeed.offload_optimizer:
         return None, groups  # DeepSpeedCPUAdam, bias_correction from deepspeed_config's "optimizer"
     return client_adamw(groups, cfg, accelerator_device_type()), groups
+
+
+def trainable_fp32(model: nn.Module, precision: str) -> dict[str, torch.Tensor]:
+    """The fp32 values of the trainable parameters, kept across ``deepspeed.initialize`` in bf16/fp16.
+
+    DeepSpeed casts the module to 16 bits before its optimiser copies the weights into fp32 masters, so
+    the masters would start from the rounded weights (a rounded XLM-R backbone in stage 2). The tensors
+    are kept by reference (the cast rebinds ``param.data``), so this costs no copy."""
+    if precision == "fp32":
+        return {}
+    return {n: p.data for n, p in model.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def set_fp32_masters(module: nn.Module, values: dict[str, torch.Tensor]) -> None:
+    """Put ``values`` (from ``trainable_fp32``) into the engine's fp32 master weights, any ZeRO stage."""
+    from deepspeed.utils import safe_set_full_fp32_param, safe_set_local_fp32_param
+
+    for name, p in module.named_parameters():
+        if name not in values:
+            continue
+        if zero3.partitioned(p):  # this rank's slice (DeepSpeed's full setter fails on a padded last slice)
+            safe_set_local_fp32_param(p, zero3.local_slice(p, values[name]))
+        else:
+            safe_set_full_fp32_param(p, values[name])
 
 
 def scheduler_factory(cfg: ExperimentConfig):
@@ -212,14 +253,17 @@ def memory_estimate(
 ) -> dict[str, Any]:
     """Bytes per rank of model states (no activations) for a ZeRO stage, as in the ZeRO paper's accounting.
 
-    Weights and gradients are kept in the training precision (2 bytes for bf16/fp16, 4 for fp32);
-    Adam keeps m and v in fp32 (8 bytes) plus, with mixed precision, an fp32 master copy (4 bytes).
-    ZeRO-1 partitions optimizer states, ZeRO-2 also gradients, ZeRO-3 also weights, over the ranks.
+    Weights are kept in the training precision (2 bytes for bf16/fp16, 4 for fp32); Adam keeps m and v in
+    fp32 (8 bytes) plus, with mixed precision, an fp32 master copy (4 bytes). Gradients are accumulated
+    in fp32 (``precision_dtypes``): 4 bytes, except that ZeRO-1 in bf16/fp16 (DeepSpeed's BF16_Optimizer)
+    holds the 16-bit gradients next to its fp32 accumulation buffer (6 bytes). ZeRO-1 partitions
+    optimizer states, ZeRO-2 also gradients, ZeRO-3 also weights, over the ranks.
     """
     w_bytes = 4 if precision == "fp32" else 2
     opt_bytes = 8 + (0 if precision == "fp32" else 4)
     params = n_params * w_bytes / (world_size if zero_stage >= 3 else 1)
-    grads = n_trainable * w_bytes / (world_size if zero_stage >= 2 else 1)
+    g_bytes = 4 if precision == "fp32" or zero_stage >= 2 else 6
+    grads = n_trainable * g_bytes / (world_size if zero_stage >= 2 else 1)
     optim = n_trainable * opt_bytes / (world_size if zero_stage >= 1 else 1)
     gpu = (0 if offload_param else params) + grads + (0 if offload_optimizer else optim)
     cpu = (params if offload_param else 0) + (optim if offload_optimizer else 0)

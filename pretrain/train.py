@@ -38,7 +38,8 @@ import torch
 from data_prep.atomic import atomic_path, write_json
 from data_prep.errors import InputError
 from pretrain import checkpoint as ckpt
-from pretrain import init_from
+from pretrain import device as accel
+from pretrain import init_from, zero3
 from pretrain.batches import StepBatches, iterate_steps, make_collator, training_stream
 from pretrain.collator import MaskingConfig
 from pretrain.config import ExperimentConfig, dump_yaml, load_config, to_dict
@@ -72,6 +73,8 @@ from pretrain.optim import (
     gradient_accumulation_steps,
     memory_estimate,
     scheduler_factory,
+    set_fp32_masters,
+    trainable_fp32,
 )
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -146,11 +149,16 @@ class Plan:
     wandb_mode: str = "disabled"  # rank 0's, checked before the process group (metrics.resolve_wandb_mode)
 
 
+def recompute_mode(m) -> str:
+    """model.recompute, with the older model.gradient_checkpointing: true read as "full"."""
+    return "full" if m.gradient_checkpointing else m.recompute
+
+
 def model_config(cfg: ExperimentConfig, n_words: int, n_entities: int) -> MLukeConfig:
     m = cfg.model
     if m.init_from:  # an XLM-R or LUKE directory: its config.json gives the backbone
         return init_from.model_config(
-            m.init_from, n_words, n_entities, m.entity_emb_size, gradient_checkpointing=m.gradient_checkpointing
+            m.init_from, n_words, n_entities, m.entity_emb_size, recompute=recompute_mode(m)
         )
     return MLukeConfig(
         vocab_size=n_words,
@@ -163,7 +171,7 @@ def model_config(cfg: ExperimentConfig, n_words: int, n_entities: int) -> MLukeC
         attention_probs_dropout_prob=m.attention_probs_dropout_prob,
         entity_vocab_size=n_entities,
         entity_emb_size=m.entity_emb_size,
-        gradient_checkpointing=m.gradient_checkpointing,
+        recompute=recompute_mode(m),
     )
 
 
@@ -205,7 +213,7 @@ def dry_run(cfg: ExperimentConfig, world_size: int) -> dict[str, Any]:
     """Resolved config, DeepSpeed config and a memory estimate; works without shards or XLM-R files."""
     ds = deepspeed_config(cfg, world_size)
     notes: list[str] = []
-    n_entities, n_words = 500_000, 250_002  # without shards: an assumed vocab (mLUKE-24 has ~1.2M entities)
+    n_entities, n_words = 1_200_000, 250_002  # without shards: mLUKE-24's ~1.2M entities, XLM-R's words
     try:
         m = check_shards(cfg.data.shards, cfg.data.languages, cfg.model.init_from, cfg.data.entity_vocab)
         n_entities, n_words = entity_vocab_size(m.entity_vocab_path), spm_size(m.spm_path) + 2
@@ -227,7 +235,7 @@ def dry_run(cfg: ExperimentConfig, world_size: int) -> dict[str, Any]:
         "deepspeed": ds,
         "model": mc.to_dict(),
         "memory": mem,
-        "flops_per_token": model_flops_per_token(mc, 512, 128, cfg.data.mlm_probability),
+        "flops_per_token": model_flops_per_token(mc, 512, 128, cfg.data.mlm_probability, cfg.train.stage),
         "notes": notes,
     }
 
@@ -258,34 +266,51 @@ def host_group():
 
 
 def init_process_group(cfg: ExperimentConfig, env: DistEnv) -> torch.device:
+    """Start the process group on DeepSpeed's accelerator (pretrain.device): its backend, this rank's device."""
     import deepspeed
 
     if "MASTER_ADDR" not in os.environ:  # a plain single process: be our own rendezvous
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
-    cuda = torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(env.local_rank)
+    dev = accel.local_device(env.local_rank)
     deepspeed.init_distributed(
-        dist_backend="nccl" if cuda else "gloo",
+        dist_backend=accel.backend(),
         auto_mpi_discovery=False,
         timeout=timedelta(seconds=cfg.deepspeed.timeout_s),
         verbose=False,
     )
-    return torch.device("cuda", env.local_rank) if cuda else torch.device("cpu")
+    return dev
 
 
 def build_model(plan: Plan) -> MLukeForMaskedLM:
+    """The model with its initial weights; under ``deepspeed.zero_init`` only its random init, partitioned
+    over the ranks (``load_weights`` then runs on the engine's module, so the fp32 masters get the
+    checkpoint values in the same pass)."""
     cfg = plan.cfg
-    torch.manual_seed(cfg.data.seed)  # every rank builds the same initial weights
-    model = MLukeForMaskedLM(plan.model_config)
-    if plan.init_checkpoint is not None:
-        ckpt.load_into(model, ckpt.load_consolidated_weights(plan.init_checkpoint), str(plan.init_checkpoint))
-    elif cfg.model.init_from:
-        line = init_from.init_model(model, cfg.model.init_from, plan.manifest.entity_vocab_path)
-        if line and plan.env.rank == 0:
-            print(line, file=sys.stderr, flush=True)
+    if cfg.deepspeed.zero_init:
+        import deepspeed
+
+        with deepspeed.zero.Init(config_dict_or_path=plan.ds_config):
+            model = MLukeForMaskedLM(plan.model_config)
+    else:
+        model = MLukeForMaskedLM(plan.model_config)
+    # Every rank draws the same initial weights, and the same with or without zero.Init (whose constructor
+    # only saw placeholders, and drew other numbers while building them): the init runs again from the seed.
+    torch.manual_seed(cfg.data.seed)
+    zero3.initialize_weights(model, model._init_weights)
+    if not cfg.deepspeed.zero_init:
+        load_weights(model, plan)
     apply_stage(model, cfg.train.stage)
     return model
+
+
+def load_weights(model: MLukeForMaskedLM, plan: Plan) -> None:
+    """XLM-R (``model.init_from``), then what a checkpoint's run trained (``train.init_checkpoint``)."""
+    if plan.cfg.model.init_from:  # the fp32 backbone, also under a stage-1 checkpoint (which holds it rounded)
+        line = init_from.init_model(model, plan.cfg.model.init_from, plan.manifest.entity_vocab_path)
+        if line and plan.env.rank == 0:
+            print(line, file=sys.stderr, flush=True)
+    if plan.init_checkpoint is not None:
+        ckpt.load_init_checkpoint(model, plan.init_checkpoint)
 
 
 def dropout_seed(seed: int, first_index: int) -> int:
@@ -347,6 +372,7 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
         # In place (state-dict names unchanged); shapes vary with the packed row, so compile for dynamic ones.
         model.compile(dynamic=True)
     optimizer, groups = build_optimizer(cfg, model)
+    masters = {} if cfg.deepspeed.zero_init else trainable_fp32(model, cfg.deepspeed.precision)
     engine, _, _, scheduler = deepspeed.initialize(
         model=model,
         optimizer=optimizer,
@@ -354,6 +380,10 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
         lr_scheduler=scheduler_factory(cfg),
         config=plan.ds_config,
     )
+    if cfg.deepspeed.zero_init and plan.resume is None:
+        load_weights(engine.module, plan)  # each rank its own slices, fp32 masters included
+    set_fp32_masters(engine.module, masters)
+    del masters
     ckpt_dir = ckpt.checkpoints_dir(out)
     step, run_id = 0, secrets.token_hex(4)
     if plan.resume is not None:
@@ -394,7 +424,7 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
     start_time = time.time()
     step_batches = StepBatches(plan.data, collate, B, t.micro_batch_size, env.rank, W, stop)
     t0 = time.time()
-    for sb in iterate_steps(step_batches, step, stop, cfg.data.num_workers):
+    for sb in iterate_steps(step_batches, step, stop, cfg.data.num_workers, pin_memory=accel.pin_memory()):
         assert sb.step == step
         lr = scheduler.get_last_lr()[0]
         counts = torch.tensor([sb.n_mlm, sb.n_mep, float(preempt.requested)], dtype=torch.float64)
@@ -410,7 +440,7 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
             engine.backward(loss, scale_wrt_gas=False)
             engine.step()
             window.add_model(o, batch)
-            flops = sum(model_flops_per_token(mc, a, e, cfg.data.mlm_probability) * a for a, e in lengths)
+            flops = sum(model_flops_per_token(mc, a, e, cfg.data.mlm_probability, t.stage) * a for a, e in lengths)
             window.add(tokens=sum(a for a, _ in lengths), samples=len(lengths), flops=flops)
         window.add(positions=sb.positions, pad_positions=sb.pad_positions)
         step += 1

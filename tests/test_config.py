@@ -140,10 +140,13 @@ def test_lr_schedule_linear_warmup_then_decay():
 
 
 def test_memory_estimate_by_hand():
-    # 1000 params, all trainable, bf16, 4 ranks. ZeRO-2: weights 2 B each (replicated), grads 2 B / 4,
-    # Adam m+v+fp32 master 12 B / 4.
+    # 1000 params, all trainable, bf16, 4 ranks. ZeRO-2: weights 2 B each (replicated), grads accumulated
+    # in fp32 4 B / 4, Adam m+v+fp32 master 12 B / 4.
     m = memory_estimate(1000, 1000, 2, "bf16", 4, False, False)
-    assert (m["param_bytes_per_rank"], m["grad_bytes_per_rank"], m["optimizer_bytes_per_rank"]) == (2000, 500, 3000)
+    assert (m["param_bytes_per_rank"], m["grad_bytes_per_rank"], m["optimizer_bytes_per_rank"]) == (2000, 1000, 3000)
+    # ZeRO-1 in bf16: every rank holds the bf16 gradients and the fp32 accumulation buffer, 2 + 4 B.
+    m1 = memory_estimate(1000, 1000, 1, "bf16", 4, False, False)
+    assert (m1["param_bytes_per_rank"], m1["grad_bytes_per_rank"], m1["optimizer_bytes_per_rank"]) == (2000, 6000, 3000)
     m3 = memory_estimate(1000, 400, 3, "fp32", 4, True, False)
     assert (m3["param_bytes_per_rank"], m3["grad_bytes_per_rank"], m3["optimizer_bytes_per_rank"]) == (1000, 400, 800)
     assert m3["device_bytes_per_rank"] == 1400 and m3["cpu_offload_bytes_per_rank"] == 800

@@ -35,6 +35,7 @@ CORES = len(os.sched_getaffinity(0))
 SCRUB = (
     "DS_ACCELERATOR", "NUM_GPUS", "CUDA_VISIBLE_DEVICES", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "NO_SSH",
     "HOSTFILE", "OMP_NUM_THREADS", "NCCL_DEBUG", "TORCH_NCCL_ASYNC_ERROR_HANDLING", "TOKENIZERS_PARALLELISM",
+    "PYTORCH_CUDA_ALLOC_CONF",
     "PYTHONUNBUFFERED", "PYTHONFAULTHANDLER", "GPUS_PER_NODE", "PHASE", "DRY_RUN", "DS_LAUNCHER", "SSH_PORT",
     "DS_ENV_EXTRA", "DS_ENV_SECRETS", "SBATCH_EXTRA", "MAX_PARALLEL", "MLUKE_ROOT", "PYTHON",
 )
@@ -129,6 +130,7 @@ def test_single_node_uses_every_gpu(bin_dir: Path):
                     "--config", CONFIG, "train.lr=2e-4", "--dry-run"]
     assert "DS_ACCELERATOR" not in env
     assert env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1" and env["NCCL_DEBUG"] == "WARN"
+    assert env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
     assert env["OMP_NUM_THREADS"] == str(max(1, CORES // 4))
     assert env["TOKENIZERS_PARALLELISM"] == "false" and env["PYTHONFAULTHANDLER"] == "1"
     a = ds_parse(args)  # DeepSpeed's own parser takes it as we mean it
@@ -162,6 +164,7 @@ def test_single_node_cpu_only(bin_dir: Path):
     assert env["DS_ACCELERATOR"] == "cpu"
     assert env["OMP_NUM_THREADS"] == str(max(1, CORES // ranks))
     assert "NCCL_DEBUG" not in env and "TORCH_NCCL_ASYNC_ERROR_HANDLING" not in env
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in env
     assert launcher_args(argv)[:2] == ["--num_gpus", str(ranks)]
     assert "no GPU found" in proc.stderr
 
@@ -280,7 +283,7 @@ def test_deepspeed_env_file(tmp_path: Path, bin_dir: Path):
     assert values["WANDB_PROJECT"] == "mluke" and values["WANDB_MODE"] == "offline"
     assert values["HF_HOME"] == "/shared/hf cache" and values["MY_SETTING"] == "x"
     assert values["PYTHONPATH"] == "/opt/extra" and values["NCCL_DEBUG"] == "WARN"
-    assert values["TOKENIZERS_PARALLELISM"] == "false"
+    assert values["TOKENIZERS_PARALLELISM"] == "false" and values["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
     for absent in ("WANDB_API_KEY", "CUDA_VISIBLE_DEVICES", "STALE", "PATH", "HOME"):
         assert absent not in values
 

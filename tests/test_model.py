@@ -340,10 +340,14 @@ def test_tied_weights_are_one_tensor():
 
 
 @pytest.mark.parametrize("pre_layer_norm", [False, True])
-def test_gradient_checkpointing_gives_identical_loss_and_grads(pre_layer_norm):
+@pytest.mark.parametrize("mode", ["gradient_checkpointing", "full", "selective"])
+def test_gradient_checkpointing_gives_identical_loss_and_grads(pre_layer_norm, mode):
     results = []
-    for enabled in (False, True):
-        model = tiny_mluke(pre_layer_norm=pre_layer_norm, gradient_checkpointing=enabled).train()
+    for recompute in (False, True):
+        overrides = {"gradient_checkpointing": True} if mode == "gradient_checkpointing" and recompute else {}
+        if recompute and mode != "gradient_checkpointing":
+            overrides = {"recompute": mode}
+        model = tiny_mluke(pre_layer_norm=pre_layer_norm, **overrides).train()
         torch.manual_seed(7)  # same dropout masks in both runs (checkpoint replays the RNG state)
         out = model(**make_batch())
         loss = out.mlm_loss_sum / out.mlm_count + out.mep_loss_sum / out.mep_count
@@ -353,6 +357,46 @@ def test_gradient_checkpointing_gives_identical_loss_and_grads(pre_layer_norm):
     assert torch.equal(loss_a, loss_b)
     for n in grads_a:
         torch.testing.assert_close(grads_a[n], grads_b[n], atol=1e-7, rtol=0, msg=n)
+
+
+def _ops_run_in_backward(model, batch) -> dict[str, int]:
+    """How often each ATen op runs during ``backward`` (the replay of a checkpointed layer shows up here)."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops[str(func.overloadpacket.__name__)] += 1
+            return func(*args, **(kwargs or {}))
+
+    out = model(**batch)
+    with Count() as count:
+        (out.mlm_loss_sum + out.mep_loss_sum).backward()
+    return count.ops
+
+
+def test_selective_recompute_replays_the_cheap_ops_not_the_matmuls():
+    """Selective recompute runs GELU, LayerNorm and the attention core again in backward (their
+    activations were not kept) but no weight matmul beyond what backward itself needs; full recompute
+    replays the matmuls too."""
+    batch = make_batch()
+    ops = {mode: _ops_run_in_backward(tiny_mluke(recompute=mode).train(), batch) for mode in ("none", "selective", "full")}
+    layers = tiny_mluke_config().num_hidden_layers
+    matmuls = ("mm", "addmm")
+    assert ops["none"]["gelu"] == 0 and ops["selective"]["gelu"] == ops["full"]["gelu"] == layers
+    assert ops["selective"]["native_layer_norm"] == ops["full"]["native_layer_norm"] == 2 * layers
+    assert ops["none"]["native_layer_norm"] == 0
+    # the attention core (CPU math path here): softmax and the two score/value bmm's per layer, replayed
+    assert ops["none"]["_safe_softmax"] == 0 and ops["selective"]["_safe_softmax"] == ops["full"]["_safe_softmax"] == layers
+    assert ops["selective"]["bmm"] == ops["full"]["bmm"] == ops["none"]["bmm"] + 2 * layers
+    # the weight matmuls: backward's own gradient matmuls only, except under full recompute (6 per layer)
+    assert sum(ops["selective"][k] for k in matmuls) == sum(ops["none"][k] for k in matmuls)
+    assert sum(ops["full"][k] for k in matmuls) == sum(ops["none"][k] for k in matmuls) + 6 * layers
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -374,6 +418,35 @@ def test_model_flops_per_token_counts_encoder_as_six_n():
         cfg, seq, 0, mask_prob=0.0
     )
     assert extra == pytest.approx(6 * (32 * 32 + 32 * 100) * 0.5)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_model_flops_per_token_counts_weight_gradients_only_for_trained_matmuls(stage):
+    """Every matmul weight costs 2 (forward) + 2 (input gradient) FLOPs per position it is applied at,
+    plus 2 (weight gradient) only when it trains in this stage (requires_grad as the trainer sets it)."""
+    from pretrain.train import apply_stage
+
+    cfg = tiny_mluke_config()
+    model = MLukeForMaskedLM(cfg)
+    apply_stage(model, stage)
+    seq, ents, mask = 10, 4, 0.5
+    T = seq + ents
+    params = dict(model.named_parameters())
+    positions = {  # matmul weight -> positions it is applied at per sequence
+        **{n: T for n, p in model.luke.encoder.named_parameters(prefix="luke.encoder") if p.dim() == 2},
+        "luke.entity_embeddings.entity_embedding_dense.weight": ents,
+        "lm_head.dense.weight": mask * seq,
+        "luke.embeddings.word_embeddings.weight": mask * seq,  # the tied MLM decoder
+        "entity_predictions.transform.dense.weight": mask * ents,
+        "luke.entity_embeddings.entity_embeddings.weight": mask * ents,  # the tied entity decoder
+    }
+    matmuls = sum((4 + 2 * params[n].requires_grad) * params[n].numel() * k for n, k in positions.items())
+    attention = 12 * cfg.num_hidden_layers * cfg.hidden_size * T * T
+    assert model_flops_per_token(cfg, seq, ents, mask, stage) == pytest.approx((matmuls + attention) / seq, rel=1e-12)
+    n_enc = sum(params[n].numel() for n in positions if n.startswith("luke.encoder"))
+    # Stage 1 saves exactly the encoder's and the MLM head's weight gradients (2 FLOPs per weight use).
+    saved = 2 * (n_enc * T + (32 * 32 + 32 * 100) * mask * seq) / seq
+    assert model_flops_per_token(cfg, seq, ents, mask, 2) - model_flops_per_token(cfg, seq, ents, mask, 1) == pytest.approx(saved)
 
 
 def test_output_is_a_dataclass_and_a_dict_in_sync():

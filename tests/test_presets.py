@@ -26,7 +26,7 @@ PRESETS = sorted(PRESET_DIR.glob("*.yaml"))
 # XLM-R dimensions (hidden, layers, heads, intermediate) from the released configs of base / large / XL.
 XLMR = {"base": (768, 12, 12, 3072), "large": (1024, 24, 16, 4096), "xl": (2560, 36, 32, 10240)}
 STAGE2_LR = {"base": 1e-4, "large": 5e-5, "xl": 5e-5}  # XL: not published, large's value (see the YAML)
-ZERO = {"base": 2, "large": 2, "xl": 3}
+ZERO = {"base": 1, "large": 1, "xl": 3}
 MLUKE = {f"mluke_{size}_stage{stage}.yaml": (size, stage) for size in XLMR for stage in (1, 2)}
 CONTINUE = "mluke_base_continue.yaml"  # continued pretraining from the published mluke-base
 # Ranks to plan each preset for (a cluster for the mLUKE presets; debug.yaml is the 2-rank CPU run).
@@ -107,7 +107,8 @@ def test_mluke_preset_has_published_hyperparameters(name: str, dry_runs):
     assert m.max_position_embeddings == 514  # 512 words + <s>/</s> offset of fairseq positions
     assert m.init_from and Path(m.init_from).name == {"base": "xlm-roberta-base", "large": "xlm-roberta-large", "xl": "xlm-roberta-xl"}[size]
     assert d.precision == "bf16" and d.zero_stage == ZERO[size]
-    assert m.gradient_checkpointing == (size == "xl")
+    assert not m.gradient_checkpointing and m.recompute == ("selective" if size == "xl" else "none")
+    assert d.zero_init == (size == "xl")
     assert cfg.wandb.mode in ("online", "offline")
     if stage == 1:
         assert t.init_checkpoint is None
@@ -118,11 +119,14 @@ def test_mluke_preset_has_published_hyperparameters(name: str, dry_runs):
     plan = json.loads(dry_runs[name]["stdout"])
     world = WORLD[name]
     assert plan["deepspeed"]["bf16"]["enabled"] and not plan["deepspeed"]["fp16"]["enabled"]
+    # bf16 weights, but gradients accumulated over micro-batches and reduced over ranks in fp32
+    assert plan["deepspeed"]["data_types"] == {"grad_accum_dtype": "fp32"}
+    assert plan["deepspeed"]["communication_data_type"] == "fp32"
     assert plan["deepspeed"]["gradient_accumulation_steps"] == 2048 // (t.micro_batch_size * world)
-    assert plan["model"]["hidden_size"] == XLMR[size][0] and plan["model"]["gradient_checkpointing"] == (size == "xl")
+    assert plan["model"]["hidden_size"] == XLMR[size][0] and plan["model"]["recompute"] == ("selective" if size == "xl" else "none")
     mem = plan["memory"]
-    if stage == 1:  # only the entity side trains: far fewer trainable parameters than the model has
-        assert 0 < mem["trainable_params"] < mem["params"] / 2
+    if stage == 1:  # only the entity side trains (1.2M x 256 entity table: about half of base, 8% of XL)
+        assert 0.05 * mem["params"] < mem["trainable_params"] < 0.55 * mem["params"]
     else:
         assert mem["trainable_params"] == mem["params"]
     bf16 = 2
