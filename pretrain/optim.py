@@ -67,6 +67,11 @@ def deepspeed_config(cfg: ExperimentConfig, world_size: int) -> dict[str, Any]:
     }
     if d.zero_stage in (1, 2):
         zero["allgather_bucket_size"] = d.allgather_bucket_size
+    if d.zero_stage == 3:
+        # Otherwise ZeRO-3 replaces torch.nn.functional.linear for the whole process with its own autograd
+        # function, which adds the bias IN PLACE to the matmul's output: selective recompute keeps that
+        # output for the replay, which then adds the bias a second time (wrong gradients).
+        zero["memory_efficient_linear"] = False
     if d.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": device.pin_memory()}
     if d.offload_param:
@@ -162,9 +167,7 @@ FUSED_ADAMW_DEVICES = ("cuda", "xpu", "hpu", "mps")
 
 def accelerator_device_type() -> str:
     """``cuda``, ``cpu``, ``xpu``, ...: DeepSpeed's accelerator (DS_ACCELERATOR), which also places the model."""
-    from deepspeed.accelerator import get_accelerator
-
-    return get_accelerator().device_name()
+    return device.accelerator().device_name()
 
 
 def client_adamw(groups: list[dict[str, Any]], cfg: ExperimentConfig, device_type: str) -> torch.optim.Optimizer:

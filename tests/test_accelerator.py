@@ -29,24 +29,27 @@ def _cfg(**deepspeed) -> object:
 
 @pytest.fixture(scope="module")
 def process_group():
-    """init_process_group as the trainer calls it, while torch.cuda claims a GPU that must not be used."""
+    """init_process_group as the trainer calls it, while torch.cuda claims a GPU that must not be used.
+
+    The group stays up afterwards, as after tests/export_fixtures.py's runs (DeepSpeed keeps references to
+    it: a destroyed group breaks the next in-process run); the rendezvous variables are given back."""
     import torch.distributed as dist
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DS_ACCELERATOR", "cpu")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DS_ACCELERATOR", "cpu")
         for name in ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE"):
-            mp.delenv(name, raising=False)
-        mp.setattr(torch.cuda, "is_available", lambda: True)
-        mp.setattr(torch.cuda, "device_count", lambda: 8)
+            env.setenv(name, "unset")  # recorded, so the context restores the caller's value (or absence)
+            env.delenv(name)
+        with pytest.MonkeyPatch.context() as mp:  # only while the group starts: DeepSpeed's torch.compile
+            mp.setattr(torch.cuda, "is_available", lambda: True)  # trace rules must see the real functions
+            mp.setattr(torch.cuda, "device_count", lambda: 8)
 
-        def no_set_device(*args, **kwargs):
-            raise AssertionError("torch.cuda.set_device called on a CPU-accelerator rank")
+            def no_set_device(*args, **kwargs):
+                raise AssertionError("torch.cuda.set_device called on a CPU-accelerator rank")
 
-        mp.setattr(torch.cuda, "set_device", no_set_device)
-        device = init_process_group(_cfg(), DistEnv(0, 3, 1))
-    # (the patches end here: torch.compile's trace rules, used inside DeepSpeed, must see the real functions)
-    yield device, dist.get_backend()
-    dist.destroy_process_group()
+            mp.setattr(torch.cuda, "set_device", no_set_device)
+            device = init_process_group(_cfg(), DistEnv(0, 3, 1))
+        yield device, dist.get_backend()
 
 
 def test_cpu_accelerator_gives_gloo_and_cpu_even_if_cuda_is_available(process_group):
@@ -68,6 +71,23 @@ def test_cpu_accelerator_gives_gloo_and_cpu_even_if_cuda_is_available(process_gr
         assert set(memory_stats()) == {"host_max_rss_gib"}
         ds = deepspeed_config(_cfg(zero_stage=3, offload_optimizer=True, offload_param=True), 1)
         assert ds["zero_optimization"]["offload_optimizer"]["pin_memory"] is False
+
+
+def test_zero3_engine_leaves_torch_linear_alone(process_group):
+    """ZeRO-3's memory-efficient linear (a process-wide replacement of F.linear that adds the bias in place)
+    is off: selective recompute keeps matmul outputs and must get them unmodified."""
+    import deepspeed
+
+    original = torch.nn.functional.linear
+    cfg = _cfg(zero_stage=3, precision="bf16")
+    ds = deepspeed_config(cfg, 1)
+    assert ds["zero_optimization"]["memory_efficient_linear"] is False
+    model = MLukeForMaskedLM(tiny_mluke_config(recompute="selective"))
+    optimizer, _ = build_optimizer(cfg, model)
+    with deepspeed.zero.Init(config_dict_or_path=ds):
+        MLukeForMaskedLM(tiny_mluke_config())
+    deepspeed.initialize(model=model, optimizer=optimizer, config=ds)
+    assert torch.nn.functional.linear is original
 
 
 def test_generated_config_asks_for_fp32_accumulation_and_communication():
