@@ -116,7 +116,7 @@ def load_consolidated_weights(path: str | Path) -> dict[str, Any]:
 
     ckpt, tag = resolve_init_checkpoint(path)
     tag_dir = ckpt / tag
-    if any(tag_dir.glob("bf16_zero_*optim_states.pt")):  # ZeRO-1 + bf16 with fp32 gradient accumulation
+    if _written_by_bf16_optimizer(tag_dir):  # ZeRO-1 + bf16 with fp32 gradient accumulation
         return _bf16_optimizer_weights(tag_dir)
     if any(tag_dir.glob("*optim_states.pt")):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
@@ -185,6 +185,19 @@ def _tie_masters(module: dict[str, Any], masters: dict[str, Any]) -> None:
         key = (t.untyped_storage().data_ptr(), tuple(t.shape))
         if name not in masters and key in by_storage:
             masters[name] = by_storage[key]
+
+
+def _written_by_bf16_optimizer(tag_dir: Path) -> bool:
+    """DeepSpeed's BF16_Optimizer names its files like ZeRO's bf16 ones (bf16_zero_pp_rank_*) but records
+    no ZeRO stage, only per-name slice mappings."""
+    import torch
+    from deepspeed.checkpoint.constants import PARAM_SLICE_MAPPINGS, ZERO_STAGE
+
+    files = sorted(tag_dir.glob("bf16_zero_pp_rank_*_optim_states.pt"))
+    if not files:
+        return False
+    osd = torch.load(files[0], map_location="cpu", weights_only=False, mmap=True)["optimizer_state_dict"]
+    return ZERO_STAGE not in osd and PARAM_SLICE_MAPPINGS in osd
 
 
 def _bf16_optimizer_weights(tag_dir: Path) -> dict[str, Any]:
