@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -54,8 +54,8 @@ class StepBatch:
     def pin_memory(self) -> StepBatch:
         """Page-locked copies of the micro-batches (the DataLoader's pin thread calls this), so the
         trainer's ``.to(device, non_blocking=True)`` is an asynchronous copy that overlaps compute."""
-        micro = [{k: v.pin_memory() for k, v in b.items()} for b in self.micro]
-        return StepBatch(self.step, micro, self.first_index, self.n_mlm, self.n_mep)
+        micro = [{k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in b.items()} for b in self.micro]
+        return replace(self, micro=micro)
 
 
 class StepBatches(torch.utils.data.Dataset):

@@ -52,8 +52,7 @@ def main() -> None:
     import deepspeed
     import torch.distributed as dist
 
-    from pretrain.batches import StepBatches
-    from pretrain.collator import Collator
+    from pretrain.batches import StepBatches, make_collator
     from pretrain.config import load_config
     from pretrain.optim import build_optimizer, set_fp32_masters, trainable_fp32
     from pretrain.train import DistEnv, build_model, init_process_group, load_weights, prepare
@@ -72,8 +71,8 @@ def main() -> None:
         _, load = _peak_above_start(lambda: load_weights(engine.module, plan))
     set_fp32_masters(engine.module, masters)
     t = cfg.train
-    step = StepBatches(plan.data, Collator(plan.masking, None), t.global_batch_size, t.micro_batch_size,
-                       env.rank, env.world_size, 1)[0]
+    collate = make_collator(cfg.data, plan.masking, plan.manifest, layout="packed", languages=tuple(plan.data.languages))
+    step = StepBatches(plan.data, collate, t.global_batch_size, t.micro_batch_size, env.rank, env.world_size, 1)[0]
     engine.eval()  # no dropout: the loss is a function of the weights and the batch alone
     with torch.no_grad():
         o = engine(**step.micro[0])
