@@ -70,6 +70,8 @@ fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export WANDB_MODE=disabled WANDB_SILENT=true HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+# As launch/common.sh sets it for GPU ranks: the allocator the trainer runs with (less fragmentation).
+export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
 unset DS_ACCELERATOR
 
 # left DEFAULT: a part's time limit, DEFAULT or what remains of the budget if less.
