@@ -35,9 +35,15 @@ def training_stream(data: DataConfig, manifest: Manifest, spm_size: int) -> tupl
 
 def make_collator(data: DataConfig, masking: MaskingConfig, manifest: Manifest, layout: str = "padded",
                   languages: tuple[str, ...] = ()) -> Collator:
-    """The collator of ``data.*``; the trainer asks for the packed layout with its languages."""
+    """The collator of ``data.*``; the trainer asks for the packed layout with its languages.
+
+    Packed rows hold at most ``data.row_capacity`` positions (default: one longest sample's), so attention
+    over a row costs what one padded sample costs, never the square of a whole micro-batch.
+    """
     units = unit_table(str(manifest.spm_path)) if data.whole_word_masking else None
-    return Collator(masking, units, layout=layout, languages=languages)
+    lim = manifest.limits
+    capacity = data.row_capacity or lim.max_seq_length + 2 + lim.max_entity_length
+    return Collator(masking, units, layout=layout, languages=languages, row_capacity=capacity)
 
 
 @dataclass

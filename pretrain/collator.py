@@ -217,15 +217,20 @@ class Collator:
     """Masks each sample of a micro-batch, then lays them out for the model.
 
     ``layout="padded"``: one sample per row, words padded to the longest, entities to the most entities
-    (evaluation, parity tests). ``layout="packed"`` (training): all samples in ONE row, words of sample
-    0, 1, ... then their entities, then entity pads up to a multiple of ``pad_to_multiple_of`` positions
-    in all; segment ids keep attention within a sample, position ids restart per sample, and masked
-    positions come as fixed-size index tensors (see ``MLukeForMaskedLM.forward``). ``languages`` (sorted
-    names) gives each target a language id for per-language metrics (packed only).
+    (evaluation, parity tests). ``layout="packed"`` (training): samples are packed into rows of at most
+    ``row_capacity`` positions (words with ``<s>``/``</s>`` plus entities; None: one row for the whole
+    micro-batch) by first-fit decreasing. A row holds the words of its samples, then their entities; rows
+    are padded to the longest row's words and entities, rounded up to a multiple of ``pad_to_multiple_of``
+    positions in all. Segment ids keep attention within a sample, position ids restart per sample, and
+    masked positions come as fixed-size index tensors into the flattened rows (see
+    ``MLukeForMaskedLM.forward``). The capacity bounds what attention costs: the trainer sets it to the
+    largest sample (max_seq_length + 2 + max_entity_length), so a row costs what one padded sample does
+    while short samples share it. ``languages`` (sorted names) gives each target a language id for
+    per-language metrics (packed only).
     """
 
     def __init__(self, cfg: MaskingConfig, units: np.ndarray | None, layout: str = "padded",
-                 languages: Sequence[str] = (), pad_to_multiple_of: int = 8):
+                 languages: Sequence[str] = (), pad_to_multiple_of: int = 8, row_capacity: int | None = None):
         if layout not in ("padded", "packed"):
             raise ValueError(f"layout {layout!r} is not 'padded' or 'packed'")
         self.cfg = cfg
@@ -233,6 +238,7 @@ class Collator:
         self.layout = layout
         self.language_ids = {lang: i for i, lang in enumerate(languages)}
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.row_capacity = row_capacity
 
     def __call__(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
         masked = [mask_sample(s, self.cfg, self.units) for s in samples]
@@ -260,39 +266,84 @@ class Collator:
                         entity_attention_mask=ent_att, entity_position_ids=ent_pos, mep_labels=mep)
 
     def _packed(self, masked: list[MaskedSample], lang_ids: list[int]) -> dict[str, torch.Tensor]:
-        n_words = [len(m.input_ids) for m in masked]
-        n_ents = [len(m.entity_ids) for m in masked]
-        words, ents = sum(n_words), sum(n_ents)
-        e = round_up(words + ents, self.pad_to_multiple_of) - words  # entity slots, pads last
-        pad_segment = len(masked)  # pads attend only to each other: no row of the mask is empty
-        segment = np.repeat(np.arange(len(masked)), n_words)
-        ent_segment = np.full(e, pad_segment, dtype=np.int64)
-        ent_segment[:ents] = np.repeat(np.arange(len(masked)), n_ents)
-        ent_ids = np.full(e, ENTITY_PAD_ID, dtype=np.int64)
-        mep = np.full(e, IGNORE, dtype=np.int64)
-        ent_pos = np.full((e, self.cfg.max_mention_length), -1, dtype=np.int64)
-        if ents:
-            ent_ids[:ents] = np.concatenate([m.entity_ids for m in masked])
-            mep[:ents] = np.concatenate([m.mep_labels for m in masked])
-            ent_pos[:ents] = np.concatenate([m.entity_position_ids for m in masked])
-        mlm = np.concatenate([m.mlm_labels for m in masked])
-        lang = np.asarray(lang_ids, dtype=np.int64)
         n = len(masked)
-        mlm_pos, mlm_lab, mlm_lang = _index_targets(mlm, lang[segment], self.cfg.mlm_probability, n)
-        mep_pos, mep_lab, mep_lang = _index_targets(mep, np.append(lang, 0)[ent_segment], self.cfg.mep_probability, n)
-        return _tensors(
-            input_ids=np.concatenate([m.input_ids for m in masked])[None],
+        n_words = np.array([len(m.input_ids) for m in masked], dtype=np.int64)
+        n_ents = np.array([len(m.entity_ids) for m in masked], dtype=np.int64)
+        rows = pack_rows((n_words + n_ents).tolist(), self.row_capacity)
+        width_w = max(int(n_words[r].sum()) for r in rows)
+        width_e = round_up(width_w + max(int(n_ents[r].sum()) for r in rows), self.pad_to_multiple_of) - width_w
+        R, mm = len(rows), self.cfg.max_mention_length
+        pad_segment = n  # pads attend only to each other: no row of the mask is empty
+        input_ids = np.full((R, width_w), PAD_ID, dtype=np.int64)
+        position_ids = np.full((R, width_w), PAD_ID, dtype=np.int64)  # fairseq: pads get the pad position
+        segment = np.full((R, width_w), pad_segment, dtype=np.int64)
+        mlm = np.full((R, width_w), IGNORE, dtype=np.int64)
+        ent_ids = np.full((R, width_e), ENTITY_PAD_ID, dtype=np.int64)
+        ent_segment = np.full((R, width_e), pad_segment, dtype=np.int64)
+        mep = np.full((R, width_e), IGNORE, dtype=np.int64)
+        ent_pos = np.full((R, width_e, mm), -1, dtype=np.int64)
+        for r, members in enumerate(rows):
+            w = int(n_words[members].sum())
+            k = int(n_ents[members].sum())
+            input_ids[r, :w] = np.concatenate([masked[i].input_ids for i in members])
+            mlm[r, :w] = np.concatenate([masked[i].mlm_labels for i in members])
             # fairseq positions per sample: <s> of each sample gets pad + 1
-            position_ids=np.concatenate([np.arange(n) for n in n_words])[None] + PAD_ID + 1,
-            segment_ids=segment[None],
-            attention_mask=np.ones((1, words), dtype=np.int64),
-            entity_ids=ent_ids[None],
-            entity_position_ids=ent_pos[None],
-            entity_segment_ids=ent_segment[None],
-            entity_attention_mask=(ent_segment < pad_segment).astype(np.int64)[None],
+            position_ids[r, :w] = np.concatenate([np.arange(n_words[i]) for i in members]) + PAD_ID + 1
+            segment[r, :w] = np.repeat(members, n_words[members])
+            if k:
+                ent_ids[r, :k] = np.concatenate([masked[i].entity_ids for i in members])
+                mep[r, :k] = np.concatenate([masked[i].mep_labels for i in members])
+                # entity position ids index into the entity's own sample: no offset within the row
+                ent_pos[r, :k] = np.concatenate([masked[i].entity_position_ids for i in members])
+                ent_segment[r, :k] = np.repeat(members, n_ents[members])
+        lang = np.append(np.asarray(lang_ids, dtype=np.int64), 0)  # the pad segment gets language 0
+        mlm_pos, mlm_lab, mlm_lang = _index_targets(mlm.ravel(), lang[segment.ravel()], self.cfg.mlm_probability, n)
+        mep_pos, mep_lab, mep_lang = _index_targets(mep.ravel(), lang[ent_segment.ravel()], self.cfg.mep_probability, n)
+        return _tensors(
+            input_ids=input_ids,
+            position_ids=position_ids,
+            segment_ids=segment,
+            attention_mask=(segment < pad_segment).astype(np.int64),
+            entity_ids=ent_ids,
+            entity_position_ids=ent_pos,
+            entity_segment_ids=ent_segment,
+            entity_attention_mask=(ent_segment < pad_segment).astype(np.int64),
             mlm_positions=mlm_pos, mlm_labels=mlm_lab, mlm_languages=mlm_lang,
             mep_positions=mep_pos, mep_labels=mep_lab, mep_languages=mep_lang,
         )
+
+
+def pack_rows(sizes: Sequence[int], capacity: int | None) -> list[np.ndarray]:
+    """Sample indices of each row: the fewest rows of at most ``capacity`` positions, balanced.
+
+    Rows are padded to the longest one, so balance matters as much as the count: samples go, largest
+    first, to the least-filled row (ties: the lower row), starting from as few rows as the total size
+    allows and adding a row whenever a sample fits nowhere. A sample larger than ``capacity`` gets a row
+    of its own. Deterministic; a row's members keep their micro-batch order; rows come in the order of
+    their first member.
+    """
+    if capacity is None:
+        return [np.arange(len(sizes))]
+    order = sorted(range(len(sizes)), key=lambda i: (-sizes[i], i))
+    alone = [[i] for i in order if sizes[i] > capacity]
+    rest = [i for i in order if sizes[i] <= capacity]
+    n_rows = max(1, -(-sum(sizes[i] for i in rest) // capacity)) if rest else 0
+    while rest:
+        members: list[list[int]] = [[] for _ in range(n_rows)]
+        load = [0] * n_rows
+        for i in rest:
+            r = min(range(n_rows), key=lambda r: (load[r], r))
+            if load[r] + sizes[i] > capacity:
+                break
+            members[r].append(i)
+            load[r] += sizes[i]
+        else:
+            break
+        n_rows += 1
+    else:
+        members = []
+    rows = [m for m in members if m] + alone
+    return [np.array(sorted(m), dtype=np.int64) for m in sorted(rows, key=min)]
 
 
 def _tensors(**arrays: np.ndarray) -> dict[str, torch.Tensor]:

@@ -36,6 +36,11 @@ class DataConfig:
     max_word_pieces: int = 8
     entity_vocab: str | None = None  # optional: must be the vocab the shards were built with (sha256)
     num_workers: int = 1  # processes preparing the next steps' batches (0: in the training loop)
+    # Positions (words with <s> </s>, plus entities) of one packed row of a training micro-batch. None: the
+    # longest sample (max_seq_length + 2 + max_entity_length of the shards), so attention over a row, which
+    # a dense block-diagonal mask computes in full, never costs more than one padded sample; short samples
+    # still share rows. Larger rows waste less on padding and more on attention between samples.
+    row_capacity: int | None = None
 
 
 @dataclass
@@ -195,6 +200,8 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
         raise InputError(f"{where}: data.mlm_probability and data.mep_probability must be in (0, 1)")
     if d.num_workers < 0:
         raise InputError(f"{where}: data.num_workers must be >= 0, got {d.num_workers}")
+    if d.row_capacity is not None and d.row_capacity < 1:
+        raise InputError(f"{where}: data.row_capacity must be >= 1 or null, got {d.row_capacity}")
     if d.mask_ratio < 0 or d.random_ratio < 0 or d.mask_ratio + d.random_ratio > 1:
         raise InputError(f"{where}: data.mask_ratio + data.random_ratio must be within [0, 1]")
 

@@ -8,8 +8,10 @@ group), and every number comes from the trainer's own code: the sample stream an
 ``batches.StepBatches``.
 
 Per language the first ``--samples`` sequences of that language in the stream are read (a small language
-up-sampled by ``data.alpha`` repeats rows, masked afresh, as in training). Padding is measured on the
-stream's first ``--samples`` x languages sequences, in whole micro-batches.
+up-sampled by ``data.alpha`` repeats rows, masked afresh, as in training). Padding is that of the
+trainer's packed micro-batches: overall, on the stream's first ``--samples`` x languages sequences in whole
+micro-batches; per language, on micro-batches made of that language's sequences alone (a packed row
+mixes languages, so its pads belong to none of them).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 from data_prep.atomic import write_json
 from data_prep.errors import InputError
 from pretrain.batches import StepBatches, make_collator, training_stream
-from pretrain.collator import mask_sample
+from pretrain.collator import mask_sample, position_counts
 from pretrain.config import ExperimentConfig, load_config
 from pretrain.data import PretrainingData, check_shards, spm_size
 
@@ -56,7 +58,7 @@ class LanguageStats:
     masked_word_share: Share | None  # masked tokens / tokens, per sequence
     masked_entity_share: Share | None  # masked / entities, per sequence with entities
     longest_masked_run: int  # pieces of the longest unit masked as one (1 under subword masking)
-    pad_fraction: float | None  # pad positions / word+entity positions of this language's rows
+    pad_fraction: float | None  # of packed micro-batches of this language alone (None: no sequences)
 
 
 @dataclass
@@ -107,10 +109,10 @@ def first_indices(stream: PretrainingData, n: int) -> list[np.ndarray]:
     return [np.concatenate(f) if f else np.zeros(0, np.int64) for f in found]
 
 
-def _row_pads(batch: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(pad positions, positions) of each row of a collated micro-batch, words and entities together."""
-    att, ent = batch["attention_mask"].numpy(), batch["entity_attention_mask"].numpy()
-    return (att == 0).sum(1) + (ent == 0).sum(1), np.full(len(att), att.shape[1] + ent.shape[1])
+def _pad_share(micro: list[dict]) -> float | None:
+    """Padding positions / computed positions (words and entity slots of every row) of micro-batches."""
+    computed, pads = np.sum([position_counts(b) for b in micro], axis=0) if micro else (0, 0)
+    return float(pads / computed) if computed else None
 
 
 def data_stats(cfg: ExperimentConfig, samples: int = 1000) -> DataStats:
@@ -118,16 +120,13 @@ def data_stats(cfg: ExperimentConfig, samples: int = 1000) -> DataStats:
         raise InputError(f"--samples: must be >= 1, got {samples}")
     manifest = check_shards(cfg.data.shards, cfg.data.languages, entity_vocab=cfg.data.entity_vocab)
     stream, masking = training_stream(cfg.data, manifest, spm_size(manifest.spm_path))
-    collate = make_collator(cfg.data, masking, manifest)
+    collate = make_collator(cfg.data, masking, manifest, layout="packed", languages=stream.languages)
 
     # Padding: the trainer's micro-batches (consecutive groups of micro_batch_size in the stream, whatever
     # the global batch and world size), from the start of the stream.
     m = cfg.train.micro_batch_size
     n_pad = math.ceil(samples * len(stream.languages) / m) * m
     micro = StepBatches(stream, collate, n_pad, m, rank=0, world_size=1, max_steps=1)[0].micro
-    row_lang, _ = stream.order.lookup(np.arange(n_pad))
-    pads = np.concatenate([_row_pads(b)[0] for b in micro])
-    positions = np.concatenate([_row_pads(b)[1] for b in micro])
 
     out: dict[str, LanguageStats] = {}
     for li, (lang, idx) in enumerate(zip(stream.languages, first_indices(stream, samples))):
@@ -136,7 +135,6 @@ def data_stats(cfg: ExperimentConfig, samples: int = 1000) -> DataStats:
         word_share = [float((ms.mlm_labels != -100).sum()) / len(s.word_ids) for s, ms in zip(seqs, masked) if s.word_ids]
         ent_share = [float((ms.mep_labels != -100).sum()) / len(s.entity_ids) for s, ms in zip(seqs, masked) if s.entity_ids]
         runs = [int(ms.masked_units.max()) for ms in masked if len(ms.masked_units)]
-        rows = row_lang == li
         out[lang] = LanguageStats(
             probability=float(stream.order.probs[li]),
             sequences=stream.sizes[li],
@@ -146,9 +144,9 @@ def data_stats(cfg: ExperimentConfig, samples: int = 1000) -> DataStats:
             masked_word_share=Share.of(word_share),
             masked_entity_share=Share.of(ent_share),
             longest_masked_run=max(runs, default=0),
-            pad_fraction=float(pads[rows].sum() / positions[rows].sum()) if rows.any() else None,
+            pad_fraction=_pad_share([collate(seqs[k : k + m]) for k in range(0, len(seqs), m)]),
         )
-    return DataStats(out, float(pads.sum() / positions.sum()), m, cfg.data.whole_word_masking)
+    return DataStats(out, _pad_share(micro) or 0.0, m, cfg.data.whole_word_masking)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -96,6 +96,18 @@ def test_samples_are_the_first_of_each_language_in_the_stream(shards, tmp_path):
         data_stats(cfg, samples=0)
 
 
+def _packed_counts(group, capacity: int) -> tuple[int, int]:
+    """(computed positions, pads) of one packed micro-batch, from the sample lengths alone."""
+    from pretrain.collator import pack_rows
+
+    words = [len(s.word_ids) + 2 for s in group]  # <s> ... </s>
+    ents = [len(s.entity_ids) for s in group]
+    rows = pack_rows([w + e for w, e in zip(words, ents)], capacity)
+    width_w = max(sum(words[i] for i in r) for r in rows)
+    width = -(-(width_w + max(sum(ents[i] for i in r) for r in rows)) // 8) * 8  # rounded up to 8 positions
+    return len(rows) * width, len(rows) * width - sum(words) - sum(ents)
+
+
 def test_pad_fraction_counted_by_hand(shards, tmp_path):
     cfg = load_config(write_config(tmp_path / "c.yaml", shards))
     stats = data_stats(cfg, samples=9)  # 18 sequences -> 5 micro-batches of 4: the stream's first 20
@@ -103,20 +115,18 @@ def test_pad_fraction_counted_by_hand(shards, tmp_path):
     from pretrain.batches import training_stream
     from pretrain.data import check_shards
 
-    stream, _ = training_stream(cfg.data, check_shards(shards), 100)
+    manifest = check_shards(shards)
+    capacity = manifest.limits.max_seq_length + 2 + manifest.limits.max_entity_length
+    stream, _ = training_stream(cfg.data, manifest, 100)
     samples = stream.get(range(20))
-    pads = {"en": 0, "fr": 0}
-    positions = {"en": 0, "fr": 0}
-    for k in range(0, 20, 4):
-        group = samples[k : k + 4]
-        t = max(len(s.word_ids) for s in group) + 2  # <s> ... </s>
-        e = max(1, max(len(s.entity_ids) for s in group))
-        for s in group:
-            pads[s.lang] += (t - len(s.word_ids) - 2) + (e - len(s.entity_ids))
-            positions[s.lang] += t + e
-    assert stats.pad_fraction == pytest.approx(sum(pads.values()) / sum(positions.values()), rel=1e-12)
-    for lang in pads:
-        assert stats.languages[lang].pad_fraction == pytest.approx(pads[lang] / positions[lang], rel=1e-12)
+    computed, pads = np.sum([_packed_counts(samples[k : k + 4], capacity) for k in range(0, 20, 4)], axis=0)
+    assert stats.pad_fraction == pytest.approx(pads / computed, rel=1e-12)
+    # per language: micro-batches of that language's first 9 sequences alone
+    for lang, idx in zip(stream.languages, first_indices(stream, 9)):
+        seqs = stream.get(idx)
+        assert len(seqs) == 9 and {s.lang for s in seqs} == {lang}
+        computed, pads = np.sum([_packed_counts(seqs[k : k + 4], capacity) for k in range(0, 9, 4)], axis=0)
+        assert stats.languages[lang].pad_fraction == pytest.approx(pads / computed, rel=1e-12)
 
 
 @pytest.mark.parametrize("whole_word", [False, True])

@@ -113,6 +113,46 @@ def test_packed_losses_equal_padded_losses():
         assert torch.allclose(a.word_hidden_states[i, :n], b.word_hidden_states[0, start : start + n], atol=1e-5)
 
 
+def test_pack_rows_fewest_balanced_rows():
+    from pretrain.collator import pack_rows
+
+    def rows(sizes, capacity):
+        return [r.tolist() for r in pack_rows(sizes, capacity)]
+
+    # 60 positions need 2 rows of 30: 26 -> A, 18 -> B, 9 -> B (27), 7 fits nowhere: 3 rows, balanced:
+    # 26 -> A, 18 -> B, 9 -> C, 7 -> C
+    assert rows([18, 9, 26, 7], 30) == [[0], [1, 3], [2]]
+    assert rows([18, 9, 26, 7], None) == [[0, 1, 2, 3]]
+    assert rows([18, 9, 26, 7], 60) == [[0, 1, 2, 3]]
+    assert rows([40, 5], 30) == [[0], [1]]  # larger than a row: a row of its own
+    # 8 samples of 90 in rows of 648: 2 rows of 4 (not 7 + 1, which would pad the second row to 630)
+    assert rows([90] * 8, 648) == [[0, 2, 4, 6], [1, 3, 5, 7]]
+    assert rows([], 30) == []
+
+
+def test_rows_of_bounded_capacity_give_the_padded_losses():
+    """With a capacity the micro-batch becomes several rows (attention never spans more than one
+    capacity), and the losses, counts and hidden states are still those of the padded layout."""
+    m = model()
+    s = samples()  # positions per sample (words with <s> </s> + entities): 18, 9, 26, 7
+    packed = Collator(CFG, None, layout="packed", languages=("en", "fr"), row_capacity=30)(s)
+    padded = Collator(CFG, None)(s)
+    # rows [0] (15 words, 3 entities), [1, 3] (9 + 6 words, 0 + 1 entities), [2] (22, 4): words padded to
+    # 22, entity slots to 32 - 22 = 10 (positions rounded up to a multiple of 8)
+    assert packed["input_ids"].shape == (3, 22) and packed["entity_ids"].shape == (3, 10)
+    assert packed["segment_ids"][1].tolist() == [1] * 9 + [3] * 6 + [4] * 7  # 4: the pad segment
+    assert packed["position_ids"][1].tolist() == list(range(2, 11)) + list(range(2, 8)) + [1] * 7
+    assert packed["entity_segment_ids"][0].tolist() == [0] * 3 + [4] * 7
+    assert packed["entity_segment_ids"][1].tolist() == [3] + [4] * 9
+    assert position_counts(packed) == (96, 96 - 60)
+    with torch.no_grad():
+        a, b = m(**padded), m(**packed)
+    for k in ("mlm_loss_sum", "mep_loss_sum", "mlm_count", "mep_count", "mlm_correct", "mep_correct"):
+        assert torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6), k
+    for i, (row, start, n) in enumerate([(0, 0, 15), (1, 0, 9), (2, 0, 22), (1, 9, 6)]):
+        assert torch.allclose(a.word_hidden_states[i, :n], b.word_hidden_states[row, start : start + n], atol=1e-5)
+
+
 def test_gradients_equal_padded_gradients():
     m = model()
     grads = []
