@@ -139,7 +139,7 @@ def python_counter_peer(pages_file: Path) -> tuple[int, float, float]:
 
 def run_build(args: argparse.Namespace) -> None:
     """Child mode: build the vocabulary and print stats and peak memory as JSON."""
-    from data_prep.entity_vocab import build_entity_vocab
+    from data_prep.entities.entity_vocab import build_entity_vocab
 
     corpora = [Path(c) for c in args.corpus]
     start = time.perf_counter()

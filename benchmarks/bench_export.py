@@ -61,7 +61,7 @@ def make_run(root: Path, args) -> Path:
     import deepspeed
     import torch
 
-    from data_prep.vocab_file import EntityEntry, special_entries, write_entity_vocab
+    from data_prep.entities.vocab_file import EntityEntry, special_entries, write_entity_vocab
     from pretrain.config import dump_yaml, load_config
     from pretrain.data import sha256_file
     from pretrain.model import MLukeConfig, MLukeForMaskedLM

@@ -42,8 +42,8 @@ SAMPLE = ROOT / "data_prep" / "sample" / "dumps"
 
 def synthesise(lang: str, mb: float, out_dir: Path) -> tuple[Path, Path, int, int]:
     """Replicate the sample's articles to about ``mb`` MB of wikitext; returns (dump, index, articles, bytes)."""
-    from data_prep.dump import parse_pages, read_header_and_chunks
-    from data_prep.multistream import make_multistream
+    from data_prep.pages.dump import parse_pages, read_header_and_chunks
+    from data_prep.pages.multistream import make_multistream
 
     src = next(SAMPLE.glob(f"{lang}wiki-*-pages-articles.xml"))
     info, chunks = read_header_and_chunks(src)
@@ -77,7 +77,7 @@ def synthesise(lang: str, mb: float, out_dir: Path) -> tuple[Path, Path, int, in
 
 
 def count_articles(dump: Path) -> tuple[int, int]:
-    from data_prep.dump import parse_pages, read_header_and_chunks
+    from data_prep.pages.dump import parse_pages, read_header_and_chunks
 
     n = b = 0
     _, chunks = read_header_and_chunks(dump)

@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_prep.atomic import write_json  # noqa: E402
+from data_prep.common.atomic import write_json  # noqa: E402
 from pretrain.model import MLukeConfig, MLukeForMaskedLM, luke_inputs, model_flops_per_token  # noqa: E402
 
 # Dense bf16 tensor-core peak of the GPUs we are lent (no sparsity), for --peak-tflops auto.

@@ -58,10 +58,10 @@ def build_inputs(
     sys.path.insert(0, str(ROOT / "tests"))
     from corpus_builders import write_vocab
 
-    from data_prep.corpus_reader import open_corpus
-    from data_prep.extract import PAGES_PER_ROW_GROUP, extract
-    from data_prep.redirects import RedirectResolver, read_redirects
-    from data_prep.spm import train_spm
+    from data_prep.pages.corpus_reader import open_corpus
+    from data_prep.pages.extract import PAGES_PER_ROW_GROUP, extract
+    from data_prep.pages.redirects import RedirectResolver, read_redirects
+    from data_prep.shards.spm import train_spm
 
     dirs = []
     titles: set[tuple[str, str]] = set()
@@ -164,7 +164,7 @@ def main() -> None:
             helper.join()
         bare_cpu = min(batch_cpu, loop_cpu)  # the reference: the faster way to call the encoder
         # the CLI's fixed start-up (interpreter, imports, the model loaded as the stage loads it), subtracted below
-        load = f"import data_prep.shards, datasets, pyarrow.parquet; data_prep.shards.XlmrSentencePiece.load({str(spm)!r})"
+        load = f"import data_prep.shards.build, datasets, pyarrow.parquet; data_prep.shards.build.XlmrSentencePiece.load({str(spm)!r})"
         startup = [timed_subprocess([sys.executable, "-c", load])
                    for _ in range(args.repeat)]
         start_wall, start_cpu = min(x[0] for x in startup), min(x[1] for x in startup)

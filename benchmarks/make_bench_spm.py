@@ -8,7 +8,7 @@ XLM-R's own model cannot be fetched on machines that only reach package registri
 on the bundled sample has a few thousand pieces: it cuts text into more, shorter tokens and encodes
 each faster than a 250k-piece one (1.4x here), which flatters bare sentencepiece per token in the
 shards benchmark. This trains a model of XLM-R's kind and size instead: unigram, ~250k pieces, XLM-R's normaliser and
-special pieces (the layout ``data_prep.spm.train_spm`` writes), on the word frequency lists of the
+special pieces (the layout ``data_prep.shards.spm.train_spm`` writes), on the word frequency lists of the
 ``wordfreq`` package for the mLUKE languages it has (``configs/data/mluke24.yaml``).
 
 Each language contributes its top ``--words-per-language`` words as ``word<TAB>count`` lines, the
@@ -38,8 +38,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data_prep.atomic import atomic_path  # noqa: E402
-from data_prep.spm import XLMR_KIND, XlmrSentencePiece  # noqa: E402
+from data_prep.common.atomic import atomic_path  # noqa: E402
+from data_prep.shards.spm import XLMR_KIND, XlmrSentencePiece  # noqa: E402
 
 # frequency -> count. The trainer's seed-piece search runs over the text with every line repeated
 # ``count`` times, so the counts must stay small: 2e6 makes that ~240M characters for 21 languages

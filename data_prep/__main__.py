@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import sys
 
-from data_prep.cli import dispatch
+from data_prep.common.cli import dispatch
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "extract": ("data_prep.extract", "Wikipedia XML dump -> pages-*.parquet, redirects.parquet, stats"),
-    "make-multistream": ("data_prep.multistream", "Write a multistream .xml.bz2 and its index from an XML dump"),
-    "interwiki": ("data_prep.interwiki", "page_props SQL dumps or Wikidata JSON -> (lang, title, qid) table"),
-    "entity-vocab": ("data_prep.entity_vocab", "Count redirect-resolved link targets -> multilingual entity vocab"),
-    "train-spm": ("data_prep.spm", "Train an XLM-R style sentencepiece unigram model on extracted corpora"),
-    "shards": ("data_prep.shards", "Tokenise pages, align entity spans, pack -> datasets shards"),
+    "extract": ("data_prep.pages.extract", "Wikipedia XML dump -> pages-*.parquet, redirects.parquet, stats"),
+    "make-multistream": ("data_prep.pages.multistream", "Write a multistream .xml.bz2 and its index from an XML dump"),
+    "interwiki": ("data_prep.entities.interwiki", "page_props SQL dumps or Wikidata JSON -> (lang, title, qid) table"),
+    "entity-vocab": ("data_prep.entities.entity_vocab", "Count redirect-resolved link targets -> multilingual entity vocab"),
+    "train-spm": ("data_prep.shards.spm", "Train an XLM-R style sentencepiece unigram model on extracted corpora"),
+    "shards": ("data_prep.shards.build", "Tokenise pages, align entity spans, pack -> datasets shards"),
     "run": ("data_prep.pipeline", "Run extract -> interwiki -> entity-vocab -> (train-spm) -> shards from a YAML config"),
 }
 

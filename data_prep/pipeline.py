@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.errors import InputError
-from data_prep.shards import ShardConfig
-from data_prep.typed_yaml import load_dataclass
+from data_prep.common.errors import InputError
+from data_prep.common.typed_yaml import load_dataclass
+from data_prep.shards.build import ShardConfig
 
 STEPS = ("extract", "interwiki", "vocab", "spm", "shards")
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
@@ -107,11 +107,11 @@ def run_pipeline(
     cfg: PipelineConfig, steps: tuple[str, ...] = STEPS, languages: list[str] | None = None, force: bool = False
 ) -> dict[str, str]:
     """Run ``steps`` for ``languages`` (default: all of the config's); returns {step: one-line summary}."""
-    from data_prep.entity_vocab import build_entity_vocab
-    from data_prep.extract import extract
-    from data_prep.interwiki import interwiki_from_page_props, interwiki_from_wikidata
-    from data_prep.shards import build_shards
-    from data_prep.spm import train_spm
+    from data_prep.entities.entity_vocab import build_entity_vocab
+    from data_prep.entities.interwiki import interwiki_from_page_props, interwiki_from_wikidata
+    from data_prep.pages.extract import extract
+    from data_prep.shards.build import build_shards
+    from data_prep.shards.spm import train_spm
 
     langs = languages or cfg.languages
     unknown = sorted(set(langs) - set(cfg.languages))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from data_prep.cli import dispatch
+from data_prep.common.cli import dispatch
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pretrain.train", "Train mLUKE with DeepSpeed (run under the deepspeed launcher or torchrun)"),

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from data_prep.atomic import write_json
-from data_prep.errors import InputError
+from data_prep.common.atomic import write_json
+from data_prep.common.errors import InputError
 
 STATE_FILE = "trainer_state.json"
 

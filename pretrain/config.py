@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from data_prep.errors import InputError
-from data_prep.typed_yaml import build_dataclass, load_dataclass
+from data_prep.common.errors import InputError
+from data_prep.common.typed_yaml import build_dataclass, load_dataclass
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.errors import InputError
+from data_prep.common.errors import InputError
 
 SPLITS = ("train", "validation")
 

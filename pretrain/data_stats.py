@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.atomic import write_json
-from data_prep.errors import InputError
+from data_prep.common.atomic import write_json
+from data_prep.common.errors import InputError
 from pretrain.batches import StepBatches, make_collator, training_stream
 from pretrain.collator import mask_sample, position_counts
 from pretrain.config import ExperimentConfig, load_config

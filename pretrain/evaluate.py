@@ -20,7 +20,7 @@ Two measurements of a DeepSpeed checkpoint (OUT, OUT/checkpoints[/TAG]) or an ex
      * ``surface``: the slot holds the answer's name and only the entity is masked (entity linking).
    The answer's rank among all real entities gives top-1 / top-10 accuracy per language and mode.
    Text is cut at the slots and each part encoded on its own, with the word-start marker only where a
-   word starts, exactly as the shards are built (``data_prep.shards``). Prompts whose answer is not in
+   word starts, exactly as the shards are built (``data_prep.shards.build``). Prompts whose answer is not in
    the entity vocabulary are skipped and counted.
 
 Results are printed as a table and written as JSON (``--json``).
@@ -41,10 +41,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data_prep.atomic import write_json
-from data_prep.errors import InputError
-from data_prep.spm import XlmrSentencePiece
-from data_prep.vocab_file import EntityVocab, read_entity_vocab
+from data_prep.common.atomic import write_json
+from data_prep.common.errors import InputError
+from data_prep.entities.vocab_file import EntityVocab, read_entity_vocab
+from data_prep.shards.spm import XlmrSentencePiece
 from pretrain import device as accel
 from pretrain.collator import ENTITY_MASK_ID, IGNORE, Collator, MaskingConfig, unit_table
 from pretrain.data import Sample, check_shards, load_split
@@ -318,7 +318,7 @@ def build_cloze(prompt: Prompt, mode: str, tok: XlmrSentencePiece, qid_to_id: di
 
 
 def _word_start(text: str, a: int) -> bool:
-    """As data_prep.shards: a piece starts a word at the text start, after whitespace, or with whitespace."""
+    """As data_prep.shards.build: a piece starts a word at the text start, after whitespace, or with whitespace."""
     return a == 0 or text[a - 1].isspace() or text[a].isspace()
 
 

@@ -49,9 +49,9 @@ from pathlib import Path
 
 import torch
 
-from data_prep.atomic import atomic_path
-from data_prep.errors import InputError
-from data_prep.vocab_file import (
+from data_prep.common.atomic import atomic_path
+from data_prep.common.errors import InputError
+from data_prep.entities.vocab_file import (
     MASK2_ID,
     MASK_ID,
     SPECIAL_TOKENS,
@@ -179,7 +179,7 @@ def load_weights(src: SourceCheckpoint) -> dict[str, torch.Tensor]:
 
 def piece_id(spm_path: Path, piece: str) -> int:
     """Fairseq id of an spm piece (``<unk>`` = 3 when the model has no such piece)."""
-    from data_prep.spm import UNK_ID, XlmrSentencePiece
+    from data_prep.shards.spm import UNK_ID, XlmrSentencePiece
 
     sp = XlmrSentencePiece.load(spm_path).sp
     i = sp.piece_to_id(piece)
@@ -358,7 +358,7 @@ def export(
     sd = load_weights(src)
     vocab = EntityVocab(special_entries()) if lite else read_entity_vocab(src.entity_vocab_path)
     ent_ids = tuple(piece_id(src.spm_path, p) for p in ENT_INIT_PIECES)
-    from data_prep.spm import XlmrSentencePiece
+    from data_prep.shards.spm import XlmrSentencePiece
 
     n_ids = XlmrSentencePiece.load(src.spm_path).vocab_size
     if n_ids != mc.vocab_size:  # <ent>/<ent2> must get the same ids in the tokenizer and the embeddings

@@ -1,5 +1,5 @@
 """Tokenizer files of an exported model, written so that ``MLukeTokenizer.from_pretrained`` gives the ids
-the model was trained on (fairseq/XLM-R layout, see ``data_prep.spm``).
+the model was trained on (fairseq/XLM-R layout, see ``data_prep.shards.spm``).
 
 The trap (transformers 5.x, verified with 5.23.0 and tokenizers 0.23.3): ``MLukeTokenizer`` is a
 ``TokenizersBackend`` whose ``__init__`` builds ``Unigram(vocab, unk_id=0)`` from whatever vocabulary list
@@ -35,8 +35,8 @@ import json
 import shutil
 from pathlib import Path
 
-from data_prep.spm import XlmrSentencePiece
-from data_prep.vocab_file import EntityVocab, write_hf_entity_vocab
+from data_prep.entities.vocab_file import EntityVocab, write_hf_entity_vocab
+from data_prep.shards.spm import XlmrSentencePiece
 
 ENT_TOKENS = ("<ent>", "<ent2>")
 ENTITY_SPECIALS = ("[UNK]", "[PAD]", "[MASK]", "[MASK2]")

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 
-from data_prep.errors import InputError
-from data_prep.titles import clean_title_text, ucfirst
-from data_prep.vocab_file import SPECIAL_TOKENS, EntityVocab, read_entity_vocab
+from data_prep.common.errors import InputError
+from data_prep.entities.vocab_file import SPECIAL_TOKENS, EntityVocab, read_entity_vocab
+from data_prep.pages.titles import clean_title_text, ucfirst
 from pretrain import zero3
 from pretrain.model import ENTITY_PREFIXES, MLukeConfig, MLukeForMaskedLM
 

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import torch
 
-from data_prep.errors import InputError
+from data_prep.common.errors import InputError
 from pretrain import device
 
 # Dense bf16/fp16 tensor-core peaks (no sparsity), FLOP/s per device, from the vendors' data sheets.

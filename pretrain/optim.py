@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from data_prep.errors import InputError
+from data_prep.common.errors import InputError
 from pretrain import device, zero3
 from pretrain.config import ExperimentConfig
 

@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from data_prep.atomic import atomic_path, write_json
-from data_prep.errors import InputError
+from data_prep.common.atomic import atomic_path, write_json
+from data_prep.common.errors import InputError
 from pretrain import checkpoint as ckpt
 from pretrain import device as accel
 from pretrain import init_from, zero3

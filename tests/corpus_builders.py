@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_prep.vocab_file import EntityEntry, special_entries, write_entity_vocab
+from data_prep.entities.vocab_file import EntityEntry, special_entries, write_entity_vocab
 
 LINK = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("title", pa.string())])
 PARAGRAPH = pa.struct([("text", pa.string()), ("links", pa.list_(LINK))])

@@ -71,7 +71,7 @@ def write_interwiki(path: Path, rows: Sequence[tuple[str, str, str]]) -> Path:
     return path
 
 
-# A page_props SQL dump as mysqldump writes it, up to the first INSERT (data_prep.sqldump, interwiki).
+# A page_props SQL dump as mysqldump writes it, up to the first INSERT (data_prep.entities.sqldump, interwiki).
 PAGE_PROPS_HEADER = b"""-- MySQL dump 10.19  Distrib 10.3.39-MariaDB, for debian-linux-gnu (x86_64)
 --
 -- Host: db1234    Database: enwiki

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.shard_writer import shard_features
+from data_prep.shards.shard_writer import shard_features
 
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "zu", "be", "do", "fa", "gi", "ho", "ju", "pe"]
 SPM_FILE = "sentencepiece.bpe.model"

@@ -15,7 +15,7 @@ import pytest
 import torch
 from shard_fixtures import write_shards
 
-from data_prep.errors import InputError
+from data_prep.common.errors import InputError
 from pretrain.config import load_config
 from pretrain.optim import deepspeed_config, lr_lambda, memory_estimate, param_groups
 from pretrain.train import DistEnv, add_arguments, prepare, run_cli

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from shard_fixtures import write_shards
 
-from data_prep.errors import InputError
+from data_prep.common.errors import InputError
 from pretrain.data import (
     MixtureOrder,
     PretrainingData,

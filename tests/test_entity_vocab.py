@@ -14,11 +14,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from data_prep import entity_vocab as ev
-from data_prep.entity_vocab import build_entity_vocab, count_language, resolve_titles
-from data_prep.errors import InputError
-from data_prep.redirects import RedirectResolver
-from data_prep.vocab_file import read_entity_vocab
+from data_prep.common.errors import InputError
+from data_prep.entities import entity_vocab as ev
+from data_prep.entities.entity_vocab import build_entity_vocab, count_language, resolve_titles
+from data_prep.entities.vocab_file import read_entity_vocab
+from data_prep.pages.redirects import RedirectResolver
 from tests.corpus_fixtures import page, write_corpus, write_interwiki
 
 EN_PAGES = [
@@ -322,8 +322,8 @@ SAMPLE_LANGS = ("en", "de", "ru", "ja", "zh", "ar", "th")
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
-    from data_prep.extract import extract
-    from data_prep.interwiki import interwiki_from_page_props, interwiki_from_wikidata
+    from data_prep.entities.interwiki import interwiki_from_page_props, interwiki_from_wikidata
+    from data_prep.pages.extract import extract
 
     root = tmp_path_factory.mktemp("sample")
     corpora = {}
@@ -374,7 +374,7 @@ def test_sample_cross_language_entities_share_one_id_with_exact_counts(sample):
 
     import pyarrow.parquet as pq
 
-    from data_prep.redirects import read_redirects
+    from data_prep.pages.redirects import read_redirects
 
     # Independent count: a plain Python loop over every link with the lead's RedirectResolver.
     counts: Counter = Counter()

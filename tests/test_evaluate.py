@@ -14,9 +14,9 @@ import torch
 from export_fixtures import run, shards
 from tiny_models import perturb_, tiny_mluke_config
 
-from data_prep.errors import InputError
-from data_prep.spm import XlmrSentencePiece
-from data_prep.vocab_file import read_entity_vocab
+from data_prep.common.errors import InputError
+from data_prep.entities.vocab_file import read_entity_vocab
+from data_prep.shards.spm import XlmrSentencePiece
 from pretrain.collator import Collator, MaskingConfig, unit_table
 from pretrain.data import Sample, load_split
 from pretrain.evaluate import (

@@ -13,9 +13,9 @@ import pytest
 import torch
 from export_fixtures import run, shards, xl_run
 
-from data_prep.errors import InputError
-from data_prep.spm import XlmrSentencePiece
-from data_prep.vocab_file import MASK_ID, read_entity_vocab
+from data_prep.common.errors import InputError
+from data_prep.entities.vocab_file import MASK_ID, read_entity_vocab
+from data_prep.shards.spm import XlmrSentencePiece
 from pretrain import checkpoint as ckpt
 from pretrain.collator import Collator, MaskingConfig, unit_table
 from pretrain.data import Sample, load_split
@@ -477,7 +477,7 @@ def multilingual_tokenizer(tmp_path: Path):
     """A unigram spm trained here on the sentences above, the entity vocab, and the exported tokenizer files."""
     import sentencepiece
 
-    from data_prep.vocab_file import EntityEntry, EntityVocab, special_entries
+    from data_prep.entities.vocab_file import EntityEntry, EntityVocab, special_entries
     from pretrain.hf_tokenizer import write_tokenizer_files
 
     corpus = [s for _, s, _ in MULTILINGUAL] + ["the and of is river city capital flows through", "Netherlands Japan Tokyo"]
@@ -517,8 +517,8 @@ def test_mluke_tokenizer_matches_the_shard_builder(tmp_path):
     from corpus_fixtures import write_corpus
     from transformers import MLukeTokenizer
 
-    from data_prep.shards import build_shards
-    from data_prep.vocab_file import write_entity_vocab
+    from data_prep.entities.vocab_file import write_entity_vocab
+    from data_prep.shards.build import build_shards
 
     out, sp, vocab = multilingual_tokenizer(tmp_path)
     write_entity_vocab(tmp_path / "vocab.jsonl", vocab.entries)

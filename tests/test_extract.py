@@ -13,10 +13,10 @@ from xml.sax.saxutils import escape, quoteattr
 import pyarrow.parquet as pq
 import pytest
 
-import data_prep.extract as extract_mod
-from data_prep.errors import InputError
-from data_prep.extract import extract, read_pages
-from data_prep.multistream import make_multistream
+import data_prep.pages.extract as extract_mod
+from data_prep.common.errors import InputError
+from data_prep.pages.extract import extract, read_pages
+from data_prep.pages.multistream import make_multistream
 
 SITEINFO = """  <siteinfo>
     <sitename>Wikipedia</sitename>

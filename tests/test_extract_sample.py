@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-extract_module = pytest.importorskip("data_prep.extract")
+extract_module = pytest.importorskip("data_prep.pages.extract")
 pq = pytest.importorskip("pyarrow.parquet")
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data_prep" / "sample"

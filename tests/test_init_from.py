@@ -17,8 +17,8 @@ import torch
 from export_fixtures import _train, shards, workspace
 from tiny_models import TINY_ENTITY_EMB, save_tiny_luke
 
-from data_prep.errors import InputError
-from data_prep.vocab_file import read_entity_vocab
+from data_prep.common.errors import InputError
+from data_prep.entities.vocab_file import read_entity_vocab
 from pretrain.data import check_shards, spm_size
 from pretrain.export import export, load_exported
 from pretrain.init_from import (

@@ -12,9 +12,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from data_prep.errors import InputError
-from data_prep.interwiki import interwiki_from_page_props, interwiki_from_wikidata, read_interwiki
-from data_prep.wikidata import WikidataStats, iter_sitelinks
+from data_prep.common.errors import InputError
+from data_prep.entities.interwiki import interwiki_from_page_props, interwiki_from_wikidata, read_interwiki
+from data_prep.entities.wikidata import WikidataStats, iter_sitelinks
 from tests.corpus_fixtures import PAGE_PROPS_HEADER, page, write_corpus, write_gz
 
 

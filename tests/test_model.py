@@ -17,7 +17,7 @@ from tiny_models import (
 )
 from transformers import LukeForMaskedLM, XLMRobertaForMaskedLM, XLMRobertaXLForMaskedLM
 
-from data_prep.errors import InputError
+from data_prep.common.errors import InputError
 from pretrain.init_from import init_from_xlmr, model_config
 from pretrain.model import (
     MLukeForMaskedLM,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.multistream import make_multistream, output_names
+from data_prep.pages.multistream import make_multistream, output_names
 
 SAMPLE_DUMPS = Path(__file__).resolve().parents[1] / "data_prep" / "sample" / "dumps"
 SAMPLE_XML = sorted(SAMPLE_DUMPS.glob("*-pages-articles.xml"))

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.errors import InputError
+from data_prep.common.errors import InputError
 from data_prep.pipeline import SAMPLE_DIR, find_dump, load_pipeline_config, resolve_path, run_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent

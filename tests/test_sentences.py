@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_prep.sentences import split_code_points, split_paragraphs, split_sentences
+from data_prep.shards.sentences import split_code_points, split_paragraphs, split_sentences
 
 
 def sentences(text: str, lang: str, protected=()) -> list[str]:

@@ -23,9 +23,9 @@ from corpus_builders import (
     write_vocab,
 )
 
-from data_prep import shards
-from data_prep.shards import build_shards
-from data_prep.spm import XlmrSentencePiece, train_spm
+from data_prep.shards import build as shards
+from data_prep.shards.build import build_shards
+from data_prep.shards.spm import XlmrSentencePiece, train_spm
 
 
 @pytest.fixture(scope="module")
@@ -346,9 +346,9 @@ def _matches(decoded: str, anchor: str) -> bool:
 def test_whole_bundled_sample_round_trip(tmp_path):
     """Every bundled language: extract -> train-spm -> shards; every mention of every page decodes to
     its anchor text, and every page decodes like its paragraphs encoded whole."""
-    from data_prep.corpus_reader import iter_pages, open_corpus
-    from data_prep.extract import extract
-    from data_prep.redirects import RedirectResolver, read_redirects
+    from data_prep.pages.corpus_reader import iter_pages, open_corpus
+    from data_prep.pages.extract import extract
+    from data_prep.pages.redirects import RedirectResolver, read_redirects
 
     dumps = sorted(SAMPLE_DUMPS.glob("*wiki-*-pages-articles.xml"))
     assert len(dumps) >= 7
@@ -411,7 +411,7 @@ def test_whole_bundled_sample_round_trip(tmp_path):
 @pytest.mark.slow
 def test_big_splits_are_sharded_the_same_whatever_the_worker_count(fixture, tmp_path, monkeypatch):
     """Splits over SHARD_BYTES are written as several files, in parallel with workers > 1."""
-    import data_prep.shard_writer as shard_writer
+    import data_prep.shards.shard_writer as shard_writer
 
     root, dirs, vocab, spm = fixture
     ref = build_shards(dirs[:1], vocab, spm, tmp_path / "ref", valid_fraction=0.0, progress=False)
@@ -426,7 +426,7 @@ def test_big_splits_are_sharded_the_same_whatever_the_worker_count(fixture, tmp_
 
 
 def test_transformers_flat_entity_vocab_is_stored_as_jsonl(fixture, tmp_path):
-    from data_prep.vocab_file import read_entity_vocab, write_hf_entity_vocab
+    from data_prep.entities.vocab_file import read_entity_vocab, write_hf_entity_vocab
 
     root, dirs, vocab, spm = fixture
     flat = tmp_path / "entity_vocab.json"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from corpus_builders import write_multilingual
 
-from data_prep.spm import XlmrSentencePiece, model_proto, train_spm
+from data_prep.shards.spm import XlmrSentencePiece, model_proto, train_spm
 
 # text with characters the tiny model has never seen: emoji, rare CJK (𠮷 is outside the BMP), a
 # full-width Latin run, symbols, plus ordinary text in every fixture script and odd whitespace

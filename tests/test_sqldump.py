@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from data_prep.errors import InputError
-from data_prep.sqldump import DumpStats, SQLSyntaxError, iter_table_rows, parse_rows, parse_values
+from data_prep.common.errors import InputError
+from data_prep.entities.sqldump import DumpStats, SQLSyntaxError, iter_table_rows, parse_rows, parse_values
 from tests.corpus_fixtures import PAGE_PROPS_HEADER as HEADER
 from tests.corpus_fixtures import write_gz
 

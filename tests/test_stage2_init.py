@@ -16,7 +16,7 @@ import pytest
 import torch
 from export_fixtures import TINY_MODEL, _train, shards, workspace
 
-from data_prep.errors import InputError
+from data_prep.common.errors import InputError
 from pretrain.checkpoint import load_consolidated_weights
 from pretrain.config import load_config
 from pretrain.init_from import init_from_xlmr

@@ -2,7 +2,7 @@
 
 import pytest
 
-from data_prep.titles import LANGUAGES, TitleParser, link_trail_re, ucfirst
+from data_prep.pages.titles import LANGUAGES, TitleParser, link_trail_re, ucfirst
 
 MLUKE_LANGUAGES = "ar bn de el en es fi fr hi id it ja ko nl pl pt ru sv sw te th tr vi zh".split()
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 from shard_fixtures import write_shards
 
-from data_prep.errors import InputError
+from data_prep.common.errors import InputError
 from pretrain.checkpoint import load_consolidated_weights
 from pretrain.config import load_config
 from pretrain.model import MLukeForMaskedLM, entity_parameter_names

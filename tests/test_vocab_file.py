@@ -2,9 +2,8 @@ import json
 
 import pytest
 
-from data_prep.errors import InputError
-from data_prep.redirects import RedirectResolver
-from data_prep.vocab_file import (
+from data_prep.common.errors import InputError
+from data_prep.entities.vocab_file import (
     EntityEntry,
     EntityVocab,
     read_entity_vocab,
@@ -12,6 +11,7 @@ from data_prep.vocab_file import (
     write_entity_vocab,
     write_hf_entity_vocab,
 )
+from data_prep.pages.redirects import RedirectResolver
 
 
 def test_redirect_chains_and_loops():

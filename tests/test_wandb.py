@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.errors import InputError
+from data_prep.common.errors import InputError
 from pretrain.config import WandbConfig, load_config
 from pretrain.metrics import MetricsLog, resolve_wandb_mode, start_wandb, wandb_base_url
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from data_prep.titles import TitleParser
-from data_prep.wikitext import parse_wikitext
+from data_prep.pages.titles import TitleParser
+from data_prep.pages.wikitext import parse_wikitext
 
 
 def render(wikitext: str, lang: str = "en"):

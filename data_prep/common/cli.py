@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from data_prep.errors import InputError
+from data_prep.common.errors import InputError
 
 
 def dispatch(prog: str, subcommands: dict[str, tuple[str, str]], argv: list[str], description: str = "") -> int:

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from data_prep.errors import InputError
+from data_prep.common.errors import InputError
 
 T = TypeVar("T")
 

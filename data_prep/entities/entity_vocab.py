@@ -41,9 +41,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from data_prep.errors import InputError
-from data_prep.interwiki import corpus_language, page_files
-from data_prep.vocab_file import (
+from data_prep.common.errors import InputError
+from data_prep.entities.interwiki import corpus_language, page_files
+from data_prep.entities.vocab_file import (
     SPECIAL_TOKENS,
     EntityEntry,
     EntityVocab,
@@ -52,7 +52,7 @@ from data_prep.vocab_file import (
     write_hf_entity_vocab,
 )
 
-MAX_HOPS = 16  # same bound as data_prep.redirects.RedirectResolver
+MAX_HOPS = 16  # same bound as data_prep.pages.redirects.RedirectResolver
 _BATCH_ROWS = 16384  # pages per parquet batch
 _FLUSH_LINKS = 1 << 22  # link titles buffered per value_counts (~150 MB of strings)
 _COMPACT_MIN_ROWS = 1 << 21  # merge partial counts once they hold this many rows (and doubled)
@@ -189,7 +189,7 @@ def count_links(corpus_dir: str | Path):
 
 def read_redirect_table(corpus_dir: str | Path):
     """``redirects.parquet`` as ``pa.Table(title, target)`` with unique titles (the last row wins, as in
-    :func:`data_prep.redirects.read_redirects`)."""
+    :func:`data_prep.pages.redirects.read_redirects`)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -212,7 +212,7 @@ def read_redirect_table(corpus_dir: str | Path):
 def resolve_titles(titles, redirects, max_hops: int = MAX_HOPS):
     """Final redirect target of every title (the title itself if it is no redirect; null in a loop).
 
-    Vectorised equivalent of :class:`data_prep.redirects.RedirectResolver` for many titles at once,
+    Vectorised equivalent of :class:`data_prep.pages.redirects.RedirectResolver` for many titles at once,
     holding the redirects as arrow columns instead of a Python dict (a tenth of the memory for enwiki's
     ~11M redirects).
     """

@@ -20,10 +20,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.atomic import write_parquet
-from data_prep.errors import InputError
-from data_prep.sqldump import DumpStats, iter_table_rows
-from data_prep.wikidata import WikidataStats, iter_sitelinks, wiki_dbname
+from data_prep.common.atomic import write_parquet
+from data_prep.common.errors import InputError
+from data_prep.entities.sqldump import DumpStats, iter_table_rows
+from data_prep.entities.wikidata import WikidataStats, iter_sitelinks, wiki_dbname
 
 _QID_RE = re.compile(r"Q[1-9][0-9]*\Z")
 _FILE_DBNAME_RE = re.compile(r"([a-z][a-z0-9_]*?wiki)-")

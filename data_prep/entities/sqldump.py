@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from data_prep.errors import InputError
+from data_prep.common.errors import InputError
 
 # MySQL string escapes (https://dev.mysql.com/doc/refman/8.0/en/string-literals.html). ``\%`` and ``\_``
 # keep their backslash (they only mean something in LIKE patterns); any other ``\x`` is ``x``.

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.atomic import atomic_path
-from data_prep.errors import InputError
+from data_prep.common.atomic import atomic_path
+from data_prep.common.errors import InputError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[MASK]", "[MASK2]")
 PAD_ID, UNK_ID, MASK_ID, MASK2_ID = range(4)

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.errors import InputError
-from data_prep.sqldump import open_maybe_compressed
+from data_prep.common.errors import InputError
+from data_prep.entities.sqldump import open_maybe_compressed
 
 _QID_RE = re.compile(r"Q[1-9][0-9]*\Z")
 

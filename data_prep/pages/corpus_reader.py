@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.errors import InputError
+from data_prep.common.errors import InputError
 
 PAGE_COLUMNS = ("page_id", "title", "paragraphs")
 

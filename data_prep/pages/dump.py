@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.parsers import expat
 
-from data_prep.errors import InputError
+from data_prep.common.errors import InputError
 
 BLOCK_SIZE = 1 << 20
 CHUNK_PAGES = 100  # pages per work item when one reader feeds the workers (like a multistream stream)

@@ -3,7 +3,7 @@
 Work is cut into chunks of about 100 pages: with a multistream index each chunk is one bz2 stream that
 a worker reads and decompresses itself (``RangeTask``); without one, the main process decompresses and
 cuts the dump into chunks of raw page bytes (``BytesTask``).  Workers parse the XML with expat, render
-each article (:mod:`data_prep.wikitext`) under a time limit, and send back an Arrow record batch.
+each article (:mod:`data_prep.pages.wikitext`) under a time limit, and send back an Arrow record batch.
 Results are consumed in submission order, so the output is the same whatever the worker count.
 
 Output files are first written into a hidden temporary directory inside ``out`` and moved into place
@@ -36,8 +36,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from data_prep.atomic import write_json, write_parquet
-from data_prep.dump import (
+from data_prep.common.atomic import write_json, write_parquet
+from data_prep.common.errors import InputError
+from data_prep.pages.dump import (
     PageXMLError,
     RawPage,
     check_stream_start,
@@ -48,9 +49,8 @@ from data_prep.dump import (
     read_streams,
     strip_closing,
 )
-from data_prep.errors import InputError
-from data_prep.titles import TitleParser, link_trail_re
-from data_prep.wikitext import parse_wikitext
+from data_prep.pages.titles import TitleParser, link_trail_re
+from data_prep.pages.wikitext import parse_wikitext
 
 LINK_TYPE = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("title", pa.string())])
 PARAGRAPH_TYPE = pa.struct([("text", pa.string()), ("links", pa.list_(LINK_TYPE))])
@@ -348,7 +348,7 @@ def _mp_context():
         return mp.get_context("fork")
     ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
     if ctx.get_start_method() == "forkserver":
-        ctx.set_forkserver_preload(["data_prep.extract"])
+        ctx.set_forkserver_preload(["data_prep.pages.extract"])
     return ctx
 
 

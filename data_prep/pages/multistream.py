@@ -15,9 +15,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.atomic import atomic_path
-from data_prep.dump import PageXMLError, parse_pages, read_header_and_chunks
-from data_prep.errors import InputError
+from data_prep.common.atomic import atomic_path
+from data_prep.common.errors import InputError
+from data_prep.pages.dump import PageXMLError, parse_pages, read_header_and_chunks
 
 PAGES_PER_STREAM = 100
 

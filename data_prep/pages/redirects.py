@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from data_prep.errors import InputError
+from data_prep.common.errors import InputError
 
 
 def read_redirects(corpus_dir: str | Path) -> dict[str, str]:

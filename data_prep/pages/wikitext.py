@@ -38,7 +38,7 @@ try:  # the C tokenizer; the pure-Python one gives the same tokens, slower
 except ImportError:  # pragma: no cover
     from mwparserfromhell.parser.tokenizer import Tokenizer as _Tokenizer
 
-from data_prep.titles import TitleParser, clean_title_text, link_trail_re
+from data_prep.pages.titles import TitleParser, clean_title_text, link_trail_re
 
 # Paragraph break marker inside the raw rendering (never occurs in wikitext after cleaning).
 BREAK = "\x00"

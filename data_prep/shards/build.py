@@ -2,8 +2,8 @@
 
 Links are redirect-resolved (per wiki) and mapped to entity ids through one title -> id table per
 language (misses are dropped and counted); each page becomes packed sequences with exact entity spans
-in ``data_prep.packing``, in worker processes that read their own row ranges of the pages files; the
-main process writes the columns they send back (``data_prep.shard_writer``).
+in ``data_prep.shards.packing``, in worker processes that read their own row ranges of the pages files; the
+main process writes the columns they send back (``data_prep.shards.shard_writer``).
 
 Output: OUT/{lang}/{train,validation} (``datasets.Dataset.save_to_disk``), OUT/manifest.json and copies
 of the spm model and entity vocabulary. Each language is built in a temporary directory and renamed
@@ -26,14 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.atomic import atomic_path, write_json
-from data_prep.corpus_reader import PAGE_COLUMNS, Corpus, open_corpus
-from data_prep.errors import InputError
-from data_prep.packing import LOOP, SEEN, PageProcessor, ShardConfig
-from data_prep.redirects import RedirectResolver, read_redirects
-from data_prep.shard_writer import Chunk, SplitWriter, save_dataset
-from data_prep.spm import XlmrSentencePiece, sha256_file
-from data_prep.vocab_file import EntityVocab, read_entity_vocab, write_entity_vocab
+from data_prep.common.atomic import atomic_path, write_json
+from data_prep.common.errors import InputError
+from data_prep.entities.vocab_file import EntityVocab, read_entity_vocab, write_entity_vocab
+from data_prep.pages.corpus_reader import PAGE_COLUMNS, Corpus, open_corpus
+from data_prep.pages.redirects import RedirectResolver, read_redirects
+from data_prep.shards.packing import LOOP, SEEN, PageProcessor, ShardConfig
+from data_prep.shards.shard_writer import Chunk, SplitWriter, save_dataset
+from data_prep.shards.spm import XlmrSentencePiece, sha256_file
 
 FORMAT_VERSION = 2  # bump when the output of the same input changes: invalidates resumable outputs
 SPLITS = ("train", "validation")

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_prep.errors import InputError
-from data_prep.sentences import SPACE, char_flags, split_code_points
-from data_prep.shard_writer import Chunk
-from data_prep.spm import CONT_MARK, PIECE_MARK, XlmrSentencePiece
+from data_prep.common.errors import InputError
+from data_prep.shards.sentences import SPACE, char_flags, split_code_points
+from data_prep.shards.shard_writer import Chunk
+from data_prep.shards.spm import CONT_MARK, PIECE_MARK, XlmrSentencePiece
 
 LOOP = -1  # link_map value for a title whose redirect chain loops
 # counters that are not drops: input seen, sentences cut to fit a sequence, mentions longer than

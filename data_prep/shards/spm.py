@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.atomic import atomic_path
-from data_prep.errors import InputError
+from data_prep.common.atomic import atomic_path
+from data_prep.common.errors import InputError
 
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 FAIRSEQ_OFFSET = 1
@@ -310,8 +310,8 @@ def _sample_sentences(corpus_dirs: Sequence[Path], max_sentences: int, seed: int
     spreads the sample over the whole corpus (not just the first pages) without a random generator;
     the kept sentences are then emitted in corpus order so the trainer sees a fixed input order.
     """
-    from data_prep.corpus_reader import iter_pages, open_corpus
-    from data_prep.sentences import split_sentences
+    from data_prep.pages.corpus_reader import iter_pages, open_corpus
+    from data_prep.shards.sentences import split_sentences
 
     corpora = [open_corpus(d) for d in corpus_dirs]
     cap = max(1, max_sentences // max(1, len(corpora)))
