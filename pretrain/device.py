@@ -8,6 +8,9 @@ followed it would pick NCCL and CUDA tensors while DeepSpeed keeps the model on 
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import torch
 
 
@@ -63,3 +66,22 @@ def peak_memory_gib() -> dict[str, float]:
         return {}
     gib = 1024**3
     return {"mem_allocated_gib": acc.max_memory_allocated() / gib, "mem_reserved_gib": acc.max_memory_reserved() / gib}
+
+
+def release_shm_collective_names() -> None:
+    """Unlink this rank's name of DeepSpeed's shared-memory collective buffer (CPU ranks).
+
+    On CPU DeepSpeed's ``init_distributed`` creates one ``/dev/shm`` segment per rank (about 66 MB),
+    named from the uid, MASTER_ADDR, MASTER_PORT and the rank, which every other rank maps; DeepSpeed
+    never unlinks it, so each run left its segments in /dev/shm (memory) for good. Once all ranks have
+    mapped each other's segments (the caller's barrier after ``init_distributed``) the names can go: the
+    mappings stay valid, and the memory is freed when the last rank exits, even after a crash.
+    """
+    import torch.distributed as dist
+
+    if not on_cpu() or not dist.is_initialized():
+        return
+    name = (f"deepspeed_allreduce_buffer_{os.getuid()}_{os.environ.get('MASTER_ADDR', '')}_"
+            f"{os.environ.get('MASTER_PORT', '')}_{dist.get_rank()}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join("/dev/shm", name))

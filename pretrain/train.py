@@ -278,6 +278,10 @@ def init_process_group(cfg: ExperimentConfig, env: DistEnv) -> torch.device:
         timeout=timedelta(seconds=cfg.deepspeed.timeout_s),
         verbose=False,
     )
+    import torch.distributed as dist
+
+    dist.barrier()  # every rank has mapped the others' shared-memory buffers (CPU ranks): their names can go
+    accel.release_shm_collective_names()
     return dev
 
 

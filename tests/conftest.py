@@ -10,6 +10,31 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+SHM = "/dev/shm"
+_shm_at_start: set[str] = set()
+
+
+def _deepspeed_shm() -> set[str]:
+    try:
+        return {n for n in os.listdir(SHM) if n.startswith(f"deepspeed_allreduce_buffer_{os.getuid()}_")}
+    except OSError:
+        return set()
+
+
+def pytest_sessionstart(session):
+    _shm_at_start.update(_deepspeed_shm())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Process groups started inside the test process (not through the trainer, which unlinks its own)
+    leave DeepSpeed's CPU collective segments in /dev/shm, 66 MB each: remove those this session made."""
+    for name in _deepspeed_shm() - _shm_at_start:
+        try:
+            os.unlink(os.path.join(SHM, name))
+        except OSError:
+            pass
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch

@@ -88,6 +88,8 @@ def launch(how: str, config: Path, out: Path, *overrides: str, wandb: str = "dis
            "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false"}
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, f"{' '.join(cmd)}\n--- stdout\n{r.stdout[-6000:]}\n--- stderr\n{r.stderr[-6000:]}"
+    # DeepSpeed's CPU collective leaves a /dev/shm segment per rank unless the trainer unlinks it (66 MB each)
+    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*_{port}_*"))
     return r
 
 
