@@ -249,7 +249,8 @@ def load_init_checkpoint(model, path: str | Path) -> None:
     trained_only = state is not None and state.stage == 1
     params = dict(model.named_parameters())  # tied weights once
     missing = [n for n in params if n not in weights]
-    unexpected = [n for n in weights if n not in model.state_dict(keep_vars=True)]
+    names = model.state_dict(keep_vars=True).keys()
+    unexpected = [n for n in weights if n not in names]
     if missing or unexpected:
         raise InputError(f"{path}: weights do not fit the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
     for name, p in params.items():

@@ -630,11 +630,6 @@ class MLukeForMaskedLM(nn.Module):
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         self.config.gradient_checkpointing = enabled
 
-    def set_recompute(self, mode: str) -> None:
-        if mode not in RECOMPUTE:
-            raise ValueError(f"recompute {mode!r} is not one of {RECOMPUTE}")
-        self.config.recompute, self.config.gradient_checkpointing = mode, False
-
     def stage1_trainable_parameters(self) -> list[nn.Parameter]:
         """The entity-side parameters that stage 1 trains (the word side stays frozen)."""
         names = set(entity_parameter_names(self))

@@ -5,9 +5,10 @@ Everything that can be wrong with the config, the shards or the checkpoint to re
 ``prepare`` BEFORE the process group starts, and reported as one line.
 
 One optimiser step: the rank reads its slice of the step's global batch (a pure function of the seed and
-the step), masks it and packs each micro-batch into one padding-free row, all-reduces the number of masked
-words and entities of the whole step (known on the host from the batches: a host-side collective, so the
-accelerator is never waited for inside a step), then runs forward/backward per micro-batch with the loss
+the step), masks it and packs each micro-batch into nearly padding-free rows of at most
+``data.row_capacity`` positions, all-reduces the number of masked words and entities of the whole step
+(known on the host from the batches: a host-side collective, so the accelerator is never waited for inside
+a step), then runs forward/backward per micro-batch with the loss
 
     world_size * (mlm_sum / N_mlm + mep_sum / N_mep)
 
@@ -183,7 +184,10 @@ def prepare(cfg: ExperimentConfig, env: DistEnv) -> Plan:
         raise InputError(f"{cfg.model.init_from}: model.init_from directory not found")
     manifest = check_shards(cfg.data.shards, cfg.data.languages, cfg.model.init_from, cfg.data.entity_vocab)
     if cfg.model.init_from:
-        init_from.check_init_dir(cfg.model.init_from)  # config.json's kind, weights, a LUKE dir's entity names
+        # config.json's kind, weights, a LUKE dir's entity names; and what the kind cannot be combined with
+        if init_from.check_init_dir(cfg.model.init_from) == "luke" and cfg.deepspeed.zero_init:
+            raise InputError(f"{cfg.model.init_from}: a LUKE init_from is not supported with deepspeed.zero_init "
+                             "(use zero_init: false)")
     n_words = spm_size(manifest.spm_path) + 2  # fairseq ids 0..spm_size plus <mask>
     mc = model_config(cfg, n_words, entity_vocab_size(manifest.entity_vocab_path))
     # fairseq positions start at pad_id + 1, so a sequence of n tokens (with <s>, </s>) needs n + 2 rows.

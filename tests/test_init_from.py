@@ -210,3 +210,15 @@ def test_own_export_round_trips_as_init_from(tmp_path):
     assert set(got) == set(want) and len(vocab) == N_OURS
     for name in want:
         assert torch.equal(got[name], want[name]), name
+
+
+def test_luke_init_from_with_zero_init_is_refused_before_the_process_group(luke_dir, tmp_path):
+    from pretrain.config import load_config
+    from pretrain.train import DistEnv, prepare
+
+    cfg = load_config(None, [f"output_dir={tmp_path / 'out'}", f"data.shards={shards()}", f"model.init_from={luke_dir}",
+                             f"model.entity_emb_size={TINY_ENTITY_EMB}", "deepspeed.zero_stage=3",
+                             "deepspeed.zero_init=true", "deepspeed.precision=fp32", "train.global_batch_size=4",
+                             "train.micro_batch_size=2", "wandb.mode=disabled"])
+    with pytest.raises(InputError, match="a LUKE init_from is not supported with deepspeed.zero_init"):
+        prepare(cfg, DistEnv(0, 0, 1))
