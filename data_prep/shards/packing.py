@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_prep.common.errors import InputError
-from data_prep.shards.sentences import SPACE, char_flags, split_code_points
+from data_prep.shards.sentences import SPACE, boundaries_from_spaces, char_flags, split_code_points
 from data_prep.shards.shard_writer import Chunk
 from data_prep.shards.spm import CONT_MARK, PIECE_MARK, XlmrSentencePiece
 
@@ -200,7 +200,7 @@ class PageProcessor:
         # The boundaries ignore the links, as in the reference, except in Thai: there they are guessed
         # from spaces (the reference's ICU splitter finds almost none in Thai text), and a link with a
         # space in it keeps its sentence whole instead of being lost.
-        keep_whole = (a, b) if self.lang == "th" else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        keep_whole = (a, b) if boundaries_from_spaces(self.lang) else (np.zeros(0, np.int64), np.zeros(0, np.int64))
         s_start, s_end, _ = split_code_points(joined, cp, para_lo, para_hi, self.lang, *keep_whole, text.flags)
         counts["sentences"] += len(s_start)
         # a link belongs to the first sentence ending after its start (it may start in whitespace
@@ -361,7 +361,7 @@ class PageProcessor:
 
         Thai sentences are guessed from spaces, so they are much shorter than the reference's (its ICU
         splitter seldom breaks Thai text inside a paragraph): there the whole paragraph is measured."""
-        if self.lang == "th":
+        if boundaries_from_spaces(self.lang):
             para_len = np.bincount(sent_para, weights=sent_len)
             short = para_len[sent_para] < self.config.min_sentence_tokens
         else:

@@ -61,6 +61,15 @@ _BOUNDARY_THAI = re.compile(
 )
 _LEADING_SPACE = re.compile(r"\s*")
 
+# Languages without sentence punctuation, whose boundaries these rules guess from the spaces between
+# words of their script (so their "sentences" are phrases, much shorter than a sentence splitter's).
+SPACE_GUESSED = frozenset({"th"})
+
+
+def boundaries_from_spaces(lang: str) -> bool:
+    """Whether ``lang``'s sentence boundaries are guessed from spaces (the Thai rule above)."""
+    return lang in SPACE_GUESSED
+
 
 def _period_ends_sentence(text: str, dot: int, lo: int, lang: str) -> bool:
     """Whether the period at ``text[dot]`` (followed by whitespace) ends a sentence; the paragraph
@@ -105,7 +114,7 @@ def split_paragraphs(
     if not paragraphs:
         return spans, per_para
     starts = protected_starts
-    regex = _BOUNDARY_THAI if lang == "th" else _BOUNDARY
+    regex = _BOUNDARY_THAI if boundaries_from_spaces(lang) else _BOUNDARY
     pi = -1
     lo = hi = begin = counted = 0
 
@@ -284,7 +293,7 @@ def split_code_points(
     first_nl = np.append(newlines, n)[np.searchsorted(newlines, ws)]
     kind_ws = np.where(first_nl < we, 5, -1)  # 5: newline, 6: Thai, -1: no match
     end_ws = first_nl
-    if lang == "th":
+    if boundaries_from_spaces(lang):
         prev_thai = np.zeros(len(ws), dtype=bool)
         prev_thai[ws > 0] = (flags[ws[ws > 0] - 1] & _THAI_CH) != 0
         next_thai = np.zeros(len(ws), dtype=bool)
