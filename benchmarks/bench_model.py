@@ -250,6 +250,7 @@ ATTENTION_OPS = (
     ("cudnn", ("cudnn_attention",)),
     ("efficient", ("efficient_attention",)),
     ("flex", ("flex_attention",)),
+    ("cpu-dropout", ("_DropoutAttentionCPU",)),  # pretrain.model's CPU training path
     ("math", ("_scaled_dot_product_attention_math",)),
 )
 ATTENTION_KERNEL = re.compile(r"flash|fmha|sdpa|attention|attn", re.IGNORECASE)

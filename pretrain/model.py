@@ -222,6 +222,58 @@ class _TiedLookup(torch.autograd.Function):
         return g_table, None, None
 
 
+class _TiedDecoderLoss(torch.autograd.Function):
+    """Cross-entropy of the logits ``x @ weight.T (+ bias)`` against ``labels``, the logits kept once.
+
+    Returns (per-row loss [K] in fp32, 0 where the label is -100; per-row correct prediction [K], bool).
+    The unfused path (linear, log-softmax, NLL) holds up to four [K, V] tensors at once: the logits, their
+    log-softmax, the NLL gradient (a zero-filled [K, V]) and the log-softmax gradient. At micro-batch 32 of
+    mluke-base that is about 2,500 masked words x 250k words, 2.5 GB each in fp32. Here the fp32 logits
+    become the softmax in place and are kept for backward, where the logits' gradient is computed in
+    place as (softmax - one-hot) x the row's incoming gradient. Autocast applies to the forward matmul as
+    it would to F.linear, and backward's two matmuls run in that dtype too.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor):
+        logits = F.linear(x, weight, bias)  # bf16 under a bf16 autocast, as the unfused head's
+        ctx.matmul_dtype = logits.dtype
+        probs = logits.float()  # the same tensor when already fp32; a softmax over 250k needs fp32
+        del logits
+        valid = labels.ne(IGNORE_INDEX)
+        target = labels.clamp(min=0)
+        target_logit = probs.gather(1, target[:, None]).squeeze(1)
+        top, predicted = probs.max(dim=-1)  # the first maximum, as argmax
+        probs.sub_(top[:, None]).exp_()
+        total = probs.sum(dim=-1)
+        probs.div_(total[:, None])
+        loss = (total.log() + top - target_logit) * valid
+        correct = (predicted == labels) & valid
+        ctx.save_for_backward(x, weight, probs, target, valid)
+        ctx.has_bias = bias is not None
+        ctx.mark_non_differentiable(correct)
+        return loss, correct
+
+    @staticmethod
+    def backward(ctx, g_loss: torch.Tensor, _g_correct: torch.Tensor | None):
+        x, weight, probs, target, valid = ctx.saved_tensors
+        # In place: the softmax is not needed again (a second backward through this graph fails loudly on
+        # the saved tensor's version, as it should).
+        g = probs.scatter_add_(1, target[:, None], probs.new_full((probs.shape[0], 1), -1.0))
+        g = g.mul_((g_loss * valid)[:, None]).to(ctx.matmul_dtype)
+        gx = (g @ weight.to(g.dtype)).to(x.dtype) if ctx.needs_input_grad[0] else None
+        gw = g.t().mm(x.to(g.dtype)).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        gb = g.sum(0).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None
+
+
+def tied_decoder_loss(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-row cross-entropy [K], per-row correct [K]) of the decoder ``weight``/``bias`` on ``x`` [K, H]."""
+    return _TiedDecoderLoss.apply(x, weight, bias, labels)
+
+
 def tied_lookup(table: nn.Embedding, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows of ``ids``, the table to decode with): the decoder must use the second for the gradients to meet."""
     return _TiedLookup.apply(table.weight, ids, -1 if table.padding_idx is None else table.padding_idx)
@@ -314,6 +366,47 @@ class EntityEmbeddings(nn.Module):
 # Transformer layer (post-LN as BERT/XLM-R base/large, or pre-LN as XLM-R XL)
 
 
+class _DropoutAttentionCPU(torch.autograd.Function):
+    """softmax(q k^T / sqrt(d) | mask) with dropout, @ v: the CPU training path.
+
+    On a GPU, SDPA's fused kernels drop attention weights inside the kernel. On a CPU, SDPA with dropout
+    falls back to its math path: its Bernoulli mask comes from a serial generator and takes longer than
+    the attention matmuls, and each step of it (scores, softmax, mask, dropped weights, their gradients)
+    makes a fresh [B, heads, T, T] tensor; a fresh tensor costs page faults, on a VM as much as the
+    arithmetic. At XLM-R-base shape that path was a fifth of a CPU training step. Same semantics here:
+    each weight is dropped with probability p (to 2^-31) and the kept ones are scaled by 1 / (1 - p), the
+    mask drawn from the default CPU generator (seeded, replayed by activation recomputation) as 31-bit
+    integers. Softmax and its gradient run in place, the dropped weights reuse the integers' memory, and
+    the 1 / sqrt(d) and 1 / (1 - p) scales are applied to [T, d] tensors: per layer three [T, T] tensors
+    and a boolean mask.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask: torch.Tensor | None, p: float):
+        scale = q.shape[-1] ** -0.5
+        probs = torch.matmul(q * scale, k.transpose(-1, -2))
+        if mask is not None:  # True = may attend; no row is fully masked (a position sees its own segment)
+            probs.masked_fill_(~mask, float("-inf"))
+        torch.ops.aten._softmax.out(probs, -1, False, out=probs)
+        draws = torch.empty(probs.shape, dtype=torch.int32).random_()  # uniform on [0, 2^31)
+        drop = draws.lt(round(p * 2**31))
+        dropped = torch.where(drop, probs.new_zeros(()), probs, out=draws.view(probs.dtype))
+        ctx.save_for_backward(q, k, v, probs, drop, dropped)
+        ctx.scale, ctx.inv_keep = scale, 1.0 / (1.0 - p)
+        return torch.matmul(dropped, v).mul_(ctx.inv_keep)
+
+    @staticmethod
+    def backward(ctx, gy):
+        q, k, v, probs, drop, dropped = ctx.saved_tensors
+        gv = torch.matmul(dropped.transpose(-1, -2), gy).mul_(ctx.inv_keep)
+        g = torch.matmul(gy, v.transpose(-1, -2)).masked_fill_(drop, 0.0)  # d(dropped) -> d(probs) / inv_keep
+        torch.ops.aten._softmax_backward_data.out(g, probs, -1, probs.dtype, grad_input=g)  # -> d(scores)
+        s = ctx.scale * ctx.inv_keep
+        gq = torch.matmul(g, k).mul_(s)
+        gk = torch.matmul(g.transpose(-1, -2), q).mul_(s)
+        return gq, gk, gv, None, None
+
+
 class SelfAttention(nn.Module):
     """``attention.self``: q/k/v projections and SDPA over the joint word+entity sequence."""
 
@@ -337,6 +430,8 @@ class SelfAttention(nn.Module):
             # that difference), see MLukeForMaskedLM.attention.
             # contiguous: inductor's CPU lowering of flex_attention rejects the transposed projection views
             y = flex_attention(q.contiguous(), k.contiguous(), v.contiguous(), block_mask=mask)
+        elif self.training and self.dropout_p > 0 and q.device.type == "cpu" and q.dtype == torch.float32:
+            y = _DropoutAttentionCPU.apply(q, k, v, mask, self.dropout_p)
         else:
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
@@ -463,10 +558,18 @@ class LMHead(nn.Module):
         self.decoder = nn.Linear(cfg.hidden_size, cfg.vocab_size)
         self.bias = self.decoder.bias  # one tensor under both names, as in transformers
 
+    def features(self, h: torch.Tensor) -> torch.Tensor:
+        """What the decoder reads: dense -> gelu -> LayerNorm."""
+        return self.layer_norm(F.gelu(self.dense(h)))
+
+    def decoder_weights(self, table: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight, bias) of the decoder; ``table``: the word table as returned by the lookup (default: the
+        decoder's own weight)."""
+        return (self.decoder.weight if table is None else table), self.decoder.bias
+
     def forward(self, h: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits; ``table``: the word table as returned by the lookup (default: the decoder's own weight)."""
-        weight = self.decoder.weight if table is None else table
-        return tied_decoder(self.layer_norm(F.gelu(self.dense(h))), weight, self.decoder.bias)
+        """Logits."""
+        return tied_decoder(self.features(h), *self.decoder_weights(table))
 
 
 class EntityPredictionHeadTransform(nn.Module):
@@ -489,10 +592,17 @@ class EntityPredictionHead(nn.Module):
         self.decoder = nn.Linear(cfg.entity_emb_size, cfg.entity_vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(cfg.entity_vocab_size))
 
+    def features(self, h: torch.Tensor) -> torch.Tensor:
+        return self.transform(h)
+
+    def decoder_weights(self, table: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight, bias) of the decoder; ``table``: the entity table as returned by the lookup (default:
+        the decoder's own weight)."""
+        return (self.decoder.weight if table is None else table), self.bias
+
     def forward(self, h: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits; ``table``: the entity table as returned by the lookup (default: the decoder's own weight)."""
-        weight = self.decoder.weight if table is None else table
-        return tied_decoder(self.transform(h), weight, self.bias)
+        """Logits."""
+        return tied_decoder(self.features(h), *self.decoder_weights(table))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -554,11 +664,11 @@ def _masked_objective(
         flat = labels.reshape(-1)
         positions = flat.ne(IGNORE_INDEX).nonzero().squeeze(1)
         labels = flat[positions]
-    # Cross-entropy in fp32 even under bf16: a 250k-way softmax loses too much in 8 mantissa bits.
-    logits = head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions), table).float()
-    loss = F.cross_entropy(logits, labels, reduction="none")  # 0 where the label is -100
+    # Cross-entropy in fp32 even under bf16 (a 250k-way softmax loses too much in 8 mantissa bits), fused
+    # with the decoder so that the [K, V] logits exist once.
+    features = head.features(hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions))
+    loss, correct = tied_decoder_loss(features, *head.decoder_weights(table), labels)  # 0 where label is -100
     valid = labels.ne(IGNORE_INDEX)
-    correct = (logits.detach().argmax(dim=-1) == labels) & valid
     per_target = torch.stack([loss.detach(), valid.float(), correct.float()], dim=1)
     return loss.sum(), valid.sum().float(), correct.sum().float(), per_target
 

@@ -286,7 +286,7 @@ def test_bench_model_json_on_the_cpu(bench_json: Path):
         assert r["tokens_per_s"] == pytest.approx(2 * 64 / r["seconds_per_step"])
         assert r["mfu"] == pytest.approx(r["tokens_per_s"] * report["flops_per_token"] / 0.5e12)
         assert r["host_syncs_per_step"] is None and r["attention_kernels"] == []  # CUDA-only figures
-    assert ours["attention"] in ("flash", "efficient", "math")  # torch's SDPA, whichever backend it chose
+    assert ours["attention"] == "cpu-dropout"  # training with attention dropout on a CPU: our own path
     assert hf["attention"] == "eager"  # LukeForMaskedLM's own matmul + softmax
 
 
@@ -300,6 +300,7 @@ def test_bench_model_json_on_the_cpu(bench_json: Path):
         (["aten::_scaled_dot_product_cudnn_attention"], "cudnn"),
         (["flex_attention", "triton_tem_fused_0"], "flex"),
         (["aten::scaled_dot_product_attention", "aten::_scaled_dot_product_attention_math", "aten::softmax"], "math"),
+        (["_DropoutAttentionCPU", "aten::bmm", "aten::_softmax", "aten::random_"], "cpu-dropout"),
         (["aten::bmm", "aten::softmax", "aten::matmul"], "eager"),
     ],
 )

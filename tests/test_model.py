@@ -252,10 +252,8 @@ def test_masked_only_heads_equal_full_logits_cross_entropy():
     torch.testing.assert_close(out.mep_loss_sum, mep, atol=1e-5, rtol=0)
     # The heads see exactly the masked rows (5 words, 4 entities), never the whole sequence ...
     seen: list[tuple[str, tuple[int, ...]]] = []
-    for name in ("lm_head", "entity_predictions"):
-        getattr(model, name).register_forward_hook(
-            lambda m, args, o, name=name: seen.append((name, args[0].shape))
-        )
+    for name, module in (("lm_head", model.lm_head.dense), ("entity_predictions", model.entity_predictions.transform)):
+        module.register_forward_hook(lambda m, args, o, name=name: seen.append((name, args[0].shape)))
     model(**batch)
     assert seen == [("lm_head", (5, 32)), ("entity_predictions", (4, 32))]
     # ... and nothing without labels: zero sums and counts.
@@ -391,8 +389,8 @@ def test_selective_recompute_replays_the_cheap_ops_not_the_matmuls():
     assert ops["none"]["gelu"] == 0 and ops["selective"]["gelu"] == ops["full"]["gelu"] == layers
     assert ops["selective"]["native_layer_norm"] == ops["full"]["native_layer_norm"] == 2 * layers
     assert ops["none"]["native_layer_norm"] == 0
-    # the attention core (CPU math path here): softmax and the two score/value bmm's per layer, replayed
-    assert ops["none"]["_safe_softmax"] == 0 and ops["selective"]["_safe_softmax"] == ops["full"]["_safe_softmax"] == layers
+    # the attention core (the CPU dropout path here): softmax and the two score/value bmm's per layer, replayed
+    assert ops["none"]["_softmax"] == 0 and ops["selective"]["_softmax"] == ops["full"]["_softmax"] == layers
     assert ops["selective"]["bmm"] == ops["full"]["bmm"] == ops["none"]["bmm"] + 2 * layers
     # the weight matmuls: backward's own gradient matmuls only, except under full recompute (6 per layer)
     assert sum(ops["selective"][k] for k in matmuls) == sum(ops["none"][k] for k in matmuls)
