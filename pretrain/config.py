@@ -182,6 +182,10 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
         raise InputError(f"{where}: train.grad_clip must be > 0 (clipping is always explicit), got {t.grad_clip}")
     if t.attention == "flex" and not t.compile:
         raise InputError(f"{where}: train.attention flex needs train.compile true (eager FlexAttention is a slow reference)")
+    if t.compile and cfg.deepspeed.zero_stage == 3:
+        # ZeRO-3 gathers a parameter when its module runs, or (eagerly only) when it is read; the model reads
+        # its tied tables directly, so a compiled graph would trace their empty placeholders.
+        raise InputError(f"{where}: train.compile does not work with deepspeed.zero_stage 3; use zero_stage 1 or 2")
     if cfg.deepspeed.zero_init and cfg.deepspeed.zero_stage != 3:
         raise InputError(f"{where}: deepspeed.zero_init needs deepspeed.zero_stage 3")
     if cfg.deepspeed.offload_param and cfg.deepspeed.zero_stage != 3:

@@ -376,9 +376,6 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
 
     model = build_model(plan)
     model.attention = cfg.train.attention
-    if cfg.train.compile:
-        # In place (state-dict names unchanged); shapes vary with the packed row, so compile for dynamic ones.
-        model.compile(dynamic=True)
     optimizer, groups = build_optimizer(cfg, model)
     masters = {} if cfg.deepspeed.zero_init else trainable_fp32(model, cfg.deepspeed.precision)
     engine, _, _, scheduler = deepspeed.initialize(
@@ -388,6 +385,11 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
         lr_scheduler=scheduler_factory(cfg),
         config=plan.ds_config,
     )
+    if cfg.train.compile:
+        # Through the engine, after its ZeRO hooks exist: under ZeRO-3 a model compiled before them traces
+        # its parameters' empty placeholders. In place (state-dict names unchanged); shapes vary with the
+        # packed row, so compile for dynamic ones.
+        engine.compile(compile_kwargs={"dynamic": True})
     if cfg.deepspeed.zero_init and plan.resume is None:
         load_weights(engine.module, plan)  # each rank its own slices, fp32 masters included
     set_fp32_masters(engine.module, masters)

@@ -85,6 +85,7 @@ def test_yaml_and_typed_overrides(tmp_path, shards):
         ("", ["train.micro_batch_size=3"], "must be a multiple of train.micro_batch_size (3)"),
         ("", ["output_dir="], "missing required key 'output_dir'"),
         ("", ["train.grad_clip=0"], "train.grad_clip must be > 0"),
+        ("", ["train.compile=true", "deepspeed.zero_stage=3"], "train.compile does not work with deepspeed.zero_stage 3"),
         ("", ["trainlr"], "is not of the form key.path=value"),
     ],
 )
