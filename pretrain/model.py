@@ -284,6 +284,44 @@ def tied_decoder(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 
 
 # ----------------------------------------------------------------------------------------------------
+# Dropout on a CPU
+
+
+def _cpu_drop_mask(shape: torch.Size, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(True where dropped with probability p, to 2^-31; the int32 draws, whose memory a caller may reuse).
+
+    The draws come from the default CPU generator: seeded, and replayed by activation recomputation. PyTorch's
+    CPU Bernoulli draws one float at a time from a serial generator; 31-bit integers are cheaper to draw."""
+    draws = torch.empty(shape, dtype=torch.int32).random_()  # uniform on [0, 2^31)
+    return draws.lt(round(p * 2**31)), draws
+
+
+class _DropoutCPU(torch.autograd.Function):
+    """Dropout of a CPU fp32 tensor with the integer mask of ``_cpu_drop_mask`` (only the mask is kept)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+        drop, _ = _cpu_drop_mask(x.shape, p)
+        ctx.save_for_backward(drop)
+        ctx.inv_keep = 1.0 / (1.0 - p)
+        return x.masked_fill(drop, 0.0).mul_(ctx.inv_keep)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (drop,) = ctx.saved_tensors
+        return g.masked_fill(drop, 0.0).mul_(ctx.inv_keep), None
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout; on a CPU, in fp32 training, with the cheaper mask of ``_cpu_drop_mask``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.p > 0 and x.device.type == "cpu" and x.dtype == torch.float32:
+            return _DropoutCPU.apply(x, self.p)
+        return super().forward(x)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Embeddings
 
 
@@ -307,7 +345,7 @@ class WordEmbeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         # XLM-R XL normalises inside each pre-LN layer instead, so its embeddings have no LayerNorm.
         self.LayerNorm = None if cfg.pre_layer_norm else nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.dropout = Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(embeddings [B, L, H], the word table for the tied decoder: see tied_lookup)."""
@@ -340,7 +378,7 @@ class EntityEmbeddings(nn.Module):
         self.position_embeddings = nn.EmbeddingBag(cfg.max_position_embeddings, cfg.hidden_size, mode="sum")
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.dropout = Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, entity_ids: torch.Tensor, entity_position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(embeddings [B, E, H], the entity table for the tied decoder: see tied_lookup)."""
@@ -388,8 +426,7 @@ class _DropoutAttentionCPU(torch.autograd.Function):
         if mask is not None:  # True = may attend; no row is fully masked (a position sees its own segment)
             probs.masked_fill_(~mask, float("-inf"))
         torch.ops.aten._softmax.out(probs, -1, False, out=probs)
-        draws = torch.empty(probs.shape, dtype=torch.int32).random_()  # uniform on [0, 2^31)
-        drop = draws.lt(round(p * 2**31))
+        drop, draws = _cpu_drop_mask(probs.shape, p)
         dropped = torch.where(drop, probs.new_zeros(()), probs, out=draws.view(probs.dtype))
         ctx.save_for_backward(q, k, v, probs, drop, dropped)
         ctx.scale, ctx.inv_keep = scale, 1.0 / (1.0 - p)
@@ -446,7 +483,7 @@ class AttentionOutput(nn.Module):
         super().__init__()
         self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.LayerNorm = None if cfg.pre_layer_norm else nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.dropout = Dropout(cfg.hidden_dropout_prob)
 
 
 class Attention(nn.Module):
@@ -471,7 +508,7 @@ class Output(nn.Module):
         super().__init__()
         self.dense = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
         self.LayerNorm = None if cfg.pre_layer_norm else nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+        self.dropout = Dropout(cfg.hidden_dropout_prob)
 
 
 class Layer(nn.Module):

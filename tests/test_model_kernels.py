@@ -1,7 +1,8 @@
 """The model's hand-written autograd functions against the PyTorch expressions they replace.
 
 - ``tied_decoder_loss``: the heads' decoder and cross-entropy fused (the logits kept once);
-- ``_DropoutAttentionCPU``: attention with dropout on a CPU, the mask drawn as 31-bit integers.
+- ``_DropoutAttentionCPU``: attention with dropout on a CPU, the mask drawn as 31-bit integers;
+- ``Dropout``: hidden-state dropout with the same mask on a CPU.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain.model import IGNORE_INDEX, _DropoutAttentionCPU, tied_decoder_loss
+from pretrain.model import IGNORE_INDEX, Dropout, _DropoutAttentionCPU, tied_decoder_loss
 
 
 def decoder_case(K: int = 7, H: int = 16, V: int = 50, bias: bool = True):
@@ -136,3 +137,19 @@ def test_cpu_dropout_attention_drops_p_of_the_weights():
     kept = (_DropoutAttentionCPU.apply(q, k, v, None, p) * T * (1 - p)).round()
     assert set(kept.unique().tolist()) == {0.0, 1.0}
     assert abs(1 - kept.mean().item() - p) < 0.003  # 262,144 draws: 5 standard deviations is 0.003
+
+
+def test_cpu_dropout_zeroes_p_and_scales_the_rest():
+    p = 0.1
+    x = torch.randn(64, 48, 32, requires_grad=True)
+    layer = Dropout(p).train()
+    torch.manual_seed(3)
+    y = layer(x)
+    gy = torch.randn_like(y)
+    (gx,) = torch.autograd.grad(y, [x], gy)
+    torch.manual_seed(3)
+    drop = torch.empty(x.shape, dtype=torch.int32).random_() < round(p * 2**31)
+    assert torch.equal(y, x.detach().masked_fill(drop, 0.0) * (1 / (1 - p)))
+    assert torch.equal(gx, gy.masked_fill(drop, 0.0) * (1 / (1 - p)))
+    assert abs(drop.float().mean().item() - p) < 0.005  # 98,304 draws: 5 standard deviations is 0.005
+    assert torch.equal(layer.eval()(x), x)
