@@ -182,6 +182,9 @@ def _validate(cfg: ExperimentConfig, where: str) -> None:
         raise InputError(f"{where}: train.grad_clip must be > 0 (clipping is always explicit), got {t.grad_clip}")
     if t.attention == "flex" and not t.compile:
         raise InputError(f"{where}: train.attention flex needs train.compile true (eager FlexAttention is a slow reference)")
+    for key in ("model.hidden_dropout_prob", "model.attention_probs_dropout_prob"):
+        if not 0 <= _get(cfg, key) < 1:
+            raise InputError(f"{where}: {key} must be in [0, 1), got {_get(cfg, key)!r}")
     if t.compile and cfg.deepspeed.zero_stage == 3:
         # ZeRO-3 gathers a parameter when its module runs, or (eagerly only) when it is read; the model reads
         # its tied tables directly, so a compiled graph would trace their empty placeholders.

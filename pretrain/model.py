@@ -316,7 +316,7 @@ class Dropout(nn.Dropout):
     """nn.Dropout; on a CPU, in fp32 training, with the cheaper mask of ``_cpu_drop_mask``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.p > 0 and x.device.type == "cpu" and x.dtype == torch.float32:
+        if self.training and 0 < self.p < 1 and x.device.type == "cpu" and x.dtype == torch.float32:
             return _DropoutCPU.apply(x, self.p)
         return super().forward(x)
 
@@ -467,7 +467,7 @@ class SelfAttention(nn.Module):
             # that difference), see MLukeForMaskedLM.attention.
             # contiguous: inductor's CPU lowering of flex_attention rejects the transposed projection views
             y = flex_attention(q.contiguous(), k.contiguous(), v.contiguous(), block_mask=mask)
-        elif self.training and self.dropout_p > 0 and q.device.type == "cpu" and q.dtype == torch.float32:
+        elif self.training and 0 < self.dropout_p < 1 and q.device.type == "cpu" and q.dtype == torch.float32:
             y = _DropoutAttentionCPU.apply(q, k, v, mask, self.dropout_p)
         else:
             y = F.scaled_dot_product_attention(

@@ -86,6 +86,7 @@ def test_yaml_and_typed_overrides(tmp_path, shards):
         ("", ["output_dir="], "missing required key 'output_dir'"),
         ("", ["train.grad_clip=0"], "train.grad_clip must be > 0"),
         ("", ["train.compile=true", "deepspeed.zero_stage=3"], "train.compile does not work with deepspeed.zero_stage 3"),
+        ("", ["model.attention_probs_dropout_prob=1.0"], "model.attention_probs_dropout_prob must be in [0, 1), got 1.0"),
         ("", ["trainlr"], "is not of the form key.path=value"),
     ],
 )
