@@ -226,8 +226,9 @@ class _TiedDecoderLoss(torch.autograd.Function):
     """Cross-entropy of the logits ``x @ weight.T (+ bias)`` against ``labels``, the logits kept once.
 
     Returns (per-row loss [K] in fp32, 0 where the label is -100; per-row correct prediction [K], bool).
-    The unfused path (linear, log-softmax, NLL) holds up to four [K, V] tensors at once: the logits, their
-    log-softmax, the NLL gradient (a zero-filled [K, V]) and the log-softmax gradient. At micro-batch 32 of
+    The unfused path (linear, log-softmax, NLL) makes four [K, V] tensors, the logits, their log-softmax,
+    the NLL gradient (a zero-filled [K, V]) and the log-softmax gradient, up to three of them at once. At
+    micro-batch 32 of
     mluke-base that is about 2,500 masked words x 250k words, 2.5 GB each in fp32. Here the fp32 logits
     become the softmax in place and are kept for backward, where the logits' gradient is computed in
     place as (softmax - one-hot) x the row's incoming gradient. Autocast applies to the forward matmul as
@@ -312,11 +313,16 @@ class _DropoutCPU(torch.autograd.Function):
         return g.masked_fill(drop, 0.0).mul_(ctx.inv_keep), None
 
 
+def _cpu_dropout(training: bool, p: float, x: torch.Tensor) -> bool:
+    """Whether dropout of ``x`` takes the CPU path (training, a real p, fp32 on a CPU) rather than PyTorch's."""
+    return training and 0 < p < 1 and x.device.type == "cpu" and x.dtype == torch.float32
+
+
 class Dropout(nn.Dropout):
     """nn.Dropout; on a CPU, in fp32 training, with the cheaper mask of ``_cpu_drop_mask``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and 0 < self.p < 1 and x.device.type == "cpu" and x.dtype == torch.float32:
+        if _cpu_dropout(self.training, self.p, x):
             return _DropoutCPU.apply(x, self.p)
         return super().forward(x)
 
@@ -467,7 +473,7 @@ class SelfAttention(nn.Module):
             # that difference), see MLukeForMaskedLM.attention.
             # contiguous: inductor's CPU lowering of flex_attention rejects the transposed projection views
             y = flex_attention(q.contiguous(), k.contiguous(), v.contiguous(), block_mask=mask)
-        elif self.training and 0 < self.dropout_p < 1 and q.device.type == "cpu" and q.dtype == torch.float32:
+        elif _cpu_dropout(self.training, self.dropout_p, q):
             y = _DropoutAttentionCPU.apply(q, k, v, mask, self.dropout_p)
         else:
             y = F.scaled_dot_product_attention(

@@ -386,9 +386,9 @@ def train(cfg: ExperimentConfig) -> dict[str, Any]:
         config=plan.ds_config,
     )
     if cfg.train.compile:
-        # Through the engine, after its ZeRO hooks exist: under ZeRO-3 a model compiled before them traces
-        # its parameters' empty placeholders. In place (state-dict names unchanged); shapes vary with the
-        # packed row, so compile for dynamic ones.
+        # Through the engine (DeepSpeed's documented path), after its hooks exist; ZeRO-3 is refused by the
+        # config (see config._validate). In place (state-dict names unchanged); shapes vary with the packed
+        # row, so compile for dynamic ones.
         engine.compile(compile_kwargs={"dynamic": True})
     if cfg.deepspeed.zero_init and plan.resume is None:
         load_weights(engine.module, plan)  # each rank its own slices, fp32 masters included
